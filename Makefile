@@ -1,0 +1,44 @@
+# Two set-up commands for a fresh machine:
+#   make demo   create or reuse a virtual environment, install, run the demo pipeline
+#   make test   install dev dependencies, lint, run the test suite
+# VENV may point outside the checkout (CI caches it there, keyed on the dependencies).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEPS_KEY := $(shell cat pyproject.toml requirements/lock.txt | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.alos2fm-deps-$(DEPS_KEY)
+DEMO_DIR ?= demo
+
+.PHONY: install test lint format demo bench clean
+
+$(STAMP): pyproject.toml requirements/lock.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install --quiet -r requirements/lock.txt
+	rm -f $(VENV)/.alos2fm-deps-*
+	touch $(STAMP)
+
+# The package itself is always re-linked: a cached environment may have served another clone.
+install: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks experiments
+	$(BIN)/ruff format --check src tests benchmarks experiments
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks experiments
+	$(BIN)/ruff format src tests benchmarks experiments
+
+test: lint
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+demo: install
+	bash scripts/demo.sh $(DEMO_DIR) $(BIN)
+
+bench: install
+	$(BIN)/python benchmarks/prepare_throughput.py
+
+clean:
+	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache build src/*.egg-info

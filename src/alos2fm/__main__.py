@@ -1,0 +1,3 @@
+from alos2fm.cli import main
+
+main()

@@ -1,0 +1,32 @@
+"""One exception type for problems a user can fix.
+
+The CLI prints an ``Alos2fmError`` as a single line on stderr (file, problem, what to do)
+and exits non-zero; anything else is a bug and keeps its traceback under ``--debug``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Alos2fmError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+    def __init__(self, problem: str, path: str | Path | None = None, hint: str | None = None):
+        self.problem = problem
+        self.path = Path(path) if path is not None else None
+        self.hint = hint
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = f"{self.path}: {self.problem}" if self.path is not None else self.problem
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ProductError(Alos2fmError):
+    """A product file that cannot be read: unknown name, corrupt, truncated, not SAR."""
+
+
+class DataError(Alos2fmError):
+    """Input data that cannot make a dataset: no valid pixels, no overlap, bad labels."""
