@@ -1,0 +1,320 @@
+"""Validated, frozen configurations for pretraining and fine-tuning.
+
+Configuration flows one way: the defaults below -> a YAML preset that only overrides them
+(``src/alos2fm/configs/presets/<name>.yaml``) -> ``--set key=value`` overrides from the
+command line -> one frozen pydantic object that the components read. Unknown keys are
+errors, so a typo in a preset or an override cannot silently fall back to a default.
+
+Presets are named by facets (``paper-simmim``, ``cpu-tiny-seg``) and carry a ``stage`` key
+(``pretrain`` or ``finetune``) so that a fine-tuning preset cannot start a pretraining run.
+
+The absolute learning rate is *not* stored here: the config holds the base rate and its
+reference batch, and :func:`alos2fm.train.optim.scaled_lr` derives the rate from the
+effective batch once the number of processes is known.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alos2fm.errors import Alos2fmError
+
+
+class ConfigError(Alos2fmError):
+    """A preset, override or config file that does not make a valid configuration."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- pieces shared by both stages -------------------------------------------------------
+
+
+class EncoderConfig(_Frozen):
+    """What :func:`alos2fm.models.backbones.create_encoder` needs to build the encoder."""
+
+    arch: str = "swin_base"
+    in_chans: int = Field(1, ge=1)
+    img_size: int = Field(256, ge=16)
+    window_size: int | None = Field(8, ge=1)
+    ape: bool = True
+    drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class DataConfig(_Frozen):
+    """How patches are fed: per-process batch, workers, augmentation and normalisation."""
+
+    batch_size: int = Field(8, ge=1, description="patches per process and step")
+    num_workers: int = Field(2, ge=0)
+    hflip: bool = True
+    vflip: bool = True
+    normalisation: Literal["stats", "paper"] = Field(
+        "stats", description="stats: per-band dB mean/std of stats.json; paper: HH constants"
+    )
+    label_fraction: float = Field(
+        1.0, gt=0.0, le=1.0, description="seeded fraction of training patches (fine-tuning)"
+    )
+
+
+class OptimConfig(_Frozen):
+    """AdamW; the absolute LR is base_lr x effective_batch / reference_batch."""
+
+    base_lr: float = Field(1e-4, gt=0.0)
+    reference_batch: int = Field(512, ge=1)
+    weight_decay: float = Field(0.05, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0)
+    layer_decay: float | None = Field(
+        None, gt=0.0, le=1.0, description="layer-wise LR decay (fine-tuning); None = off"
+    )
+
+
+class ScheduleConfig(_Frozen):
+    """Per-step LR multiplier: linear warm-up, then cosine or multistep (epochs in epochs)."""
+
+    epochs: int = Field(800, ge=1, description="length of the LR schedule")
+    stop_epoch: int | None = Field(
+        None, ge=1, description="stop training here, before the schedule ends (MixMAE's best)"
+    )
+    warmup_epochs: float = Field(40, ge=0)
+    kind: Literal["cosine", "multistep"] = "multistep"
+    milestones: tuple[int, ...] = (700,)
+    gamma: float = Field(0.1, gt=0.0)
+    warmup_start_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine floor / peak LR")
+
+    @model_validator(mode="after")
+    def _fits(self) -> ScheduleConfig:
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(f"warmup_epochs {self.warmup_epochs} > epochs {self.epochs}")
+        if self.stop_epoch is not None and self.stop_epoch > self.epochs:
+            raise ValueError(f"stop_epoch {self.stop_epoch} > epochs {self.epochs}")
+        if list(self.milestones) != sorted(self.milestones):
+            raise ValueError(f"milestones must increase: {self.milestones}")
+        return self
+
+    @property
+    def train_epochs(self) -> int:
+        """Epochs actually trained: the schedule's length unless stopped early."""
+        return self.stop_epoch or self.epochs
+
+
+class TrainerConfig(_Frozen):
+    """Lightning Trainer settings: hardware, precision, checkpoints and logging."""
+
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = "auto"
+    precision: Literal["32", "32-true", "bf16-mixed", "16-mixed"] = "32-true"
+    accumulate_grad_batches: int = Field(1, ge=1)
+    gradient_clip_val: float | None = Field(None, gt=0.0)
+    checkpoint_every_n_epochs: int = Field(10, ge=1)
+    log_every_n_steps: int = Field(10, ge=1)
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    deterministic: bool = False
+
+
+# --- pretraining ------------------------------------------------------------------------
+
+
+class SimMIMConfig(_Frozen):
+    mask_unit: int = Field(16, ge=1, description="pixels per side of a mask unit")
+    mask_ratio: float = Field(0.6, gt=0.0, lt=1.0)
+    loss: Literal["l1", "mse", "huber"] = "l1"
+
+
+class MixMAEConfig(_Frozen):
+    mask_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    decoder_depth: int = Field(8, ge=1)
+    decoder_dim: int = Field(512, ge=8)
+    decoder_heads: int = Field(16, ge=1)
+    norm_pix_loss: bool = True
+
+
+class WeightingConfig(_Frozen):
+    """SAR-W: w = exp(scale * (1 - minmax(linear power))), computed from the dB image."""
+
+    kind: Literal["none", "sar"] = "none"
+    scale: float = 1.0
+    mode: Literal["per_channel", "shared_avg"] = "per_channel"
+    source: Literal["db", "normalized"] = "db"
+
+
+class PretrainConfig(_Frozen):
+    """One masked-image-modelling run (SimMIM or MixMAE), paper recipe as defaults."""
+
+    stage: Literal["pretrain"] = "pretrain"
+    seed: int = 0
+    method: Literal["simmim", "mixmae"] = "simmim"
+    model: EncoderConfig = EncoderConfig()
+    simmim: SimMIMConfig = SimMIMConfig()
+    mixmae: MixMAEConfig = MixMAEConfig()
+    weighting: WeightingConfig = WeightingConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    trainer: TrainerConfig = TrainerConfig(gradient_clip_val=5.0)
+    figure_every_n_epochs: int = Field(10, ge=1)
+    figure_images: int = Field(4, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PretrainConfig:
+        if self.data.label_fraction != 1.0:
+            raise ValueError("data.label_fraction applies to fine-tuning only")
+        if self.method == "simmim" and self.model.img_size % self.simmim.mask_unit:
+            raise ValueError(
+                f"model.img_size {self.model.img_size} is not a multiple of "
+                f"simmim.mask_unit {self.simmim.mask_unit}"
+            )
+        return self
+
+
+# --- fine-tuning ------------------------------------------------------------------------
+
+
+class LossConfig(_Frozen):
+    name: Literal["ce", "focal", "dice", "dice_focal"] = "dice_focal"
+    class_weights: Literal["stats", "none"] | tuple[float, ...] = "stats"
+
+
+class FinetuneConfig(_Frozen):
+    """Segmentation with UPerNet on the (pretrained) encoder, paper recipe as defaults."""
+
+    stage: Literal["finetune"] = "finetune"
+    seed: int = 0
+    model: EncoderConfig = EncoderConfig(drop_path_rate=0.1)
+    decoder: Literal["upernet"] = "upernet"
+    loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig(base_lr=1.25e-4, layer_decay=0.8)
+    schedule: ScheduleConfig = ScheduleConfig(
+        epochs=100, warmup_epochs=20, kind="cosine", milestones=()
+    )
+    trainer: TrainerConfig = TrainerConfig()
+
+
+StageConfig = TypeVar("StageConfig", PretrainConfig, FinetuneConfig)
+_STAGES: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
+
+
+# --- resolution: defaults <- preset <- overrides ------------------------------------------
+
+
+def _presets_folder():
+    # configs/ is package data, not a package: address it from the alos2fm package.
+    return resources.files("alos2fm") / "configs" / "presets"
+
+
+def available_presets() -> list[str]:
+    """Names of the YAML presets shipped with the package."""
+    folder = _presets_folder()
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The override tree of a shipped preset, or of a YAML file when ``name`` is a path."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        text = path.read_text()
+    else:
+        resource = _presets_folder() / f"{name}.yaml"
+        if not resource.is_file():
+            raise ConfigError(
+                f"unknown preset {name!r}",
+                hint=f"choose one of {', '.join(available_presets())} or give a .yaml path",
+            )
+        text = resource.read_text()
+    tree = yaml.safe_load(text) or {}
+    if not isinstance(tree, dict):
+        raise ConfigError("a preset must be a mapping of keys to values", path=name)
+    return tree
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["optim.base_lr=2e-4", "data.hflip=false"]`` -> nested dict (values read as YAML)."""
+    tree: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {pair!r} is not key=value", hint="e.g. optim.base_lr=2e-4")
+        node = tree
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {pair!r} conflicts with an earlier override")
+        node[leaf] = yaml.safe_load(raw)
+    return tree
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_config(
+    stage: Literal["pretrain", "finetune"],
+    preset: str | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> PretrainConfig | FinetuneConfig:
+    """Defaults of ``stage``, overridden by ``preset`` then by ``overrides``; validated, frozen."""
+    cls = _STAGES[stage]
+    tree = cls().model_dump(mode="json")
+    if preset is not None:
+        preset_tree = read_preset(preset)
+        preset_stage = preset_tree.get("stage", stage)
+        if preset_stage != stage:
+            raise ConfigError(
+                f"preset {preset!r} is a {preset_stage} preset",
+                hint=f"use it with 'alos2fm {preset_stage}', or pick a {stage} preset",
+            )
+        tree = _merge(tree, preset_tree)
+    if overrides:
+        extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
+        tree = _merge(tree, extra)
+    try:
+        return cls.model_validate(tree)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(
+            f"invalid {stage} configuration: {problems}",
+            path=preset,
+            hint="fix the preset or --set",
+        ) from None
+
+
+def load_config(path: str | Path) -> PretrainConfig | FinetuneConfig:
+    """Read a resolved ``config.yaml`` written by :func:`save_config` (e.g. in a run folder)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read config: {err}", path=path) from None
+    stage = tree.get("stage") if isinstance(tree, dict) else None
+    if stage not in _STAGES:
+        raise ConfigError("not a run config (no 'stage: pretrain|finetune')", path=path)
+    return resolve_config(stage, overrides=tree)
+
+
+def save_config(config: BaseModel, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically (write to a sibling, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    tmp.replace(path)

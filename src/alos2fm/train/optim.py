@@ -1,0 +1,94 @@
+"""Optimiser pieces shared by pretraining and fine-tuning.
+
+- :func:`scaled_lr` is the one place where the absolute learning rate is derived:
+  ``base_lr x effective_batch / reference_batch`` (linear scaling, SPEC.md sections 2-3),
+  with ``effective_batch = batch per process x processes (devices x nodes) x accumulation``.
+- :func:`weight_decay_groups` splits parameters into AdamW groups with and without weight
+  decay: norms, biases (every 1-d tensor), position embeddings, relative position tables
+  and mask tokens get none.
+- :func:`lr_multiplier` is the per-step schedule: linear warm-up, then cosine or multistep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from alos2fm.train.config import OptimConfig, ScheduleConfig
+
+# Parameters without weight decay even when they are matrices. timm's Swin names its
+# relative position tables this way and lists them as no-weight-decay *keywords*.
+NO_DECAY_KEYWORDS = ("relative_position_bias_table", "pos_embed", "mask_token", "cls_token")
+
+
+def scaled_lr(base_lr: float, reference_batch: int, effective_batch: int) -> float:
+    """Absolute learning rate for ``effective_batch`` images per optimiser step."""
+    return base_lr * effective_batch / reference_batch
+
+
+def _is_no_decay(name: str, param: nn.Parameter, skip: Iterable[str]) -> bool:
+    if param.ndim <= 1:  # norm weights and every bias
+        return True
+    if any(name == s or name.endswith("." + s) for s in skip):
+        return True
+    return any(keyword in name for keyword in NO_DECAY_KEYWORDS)
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """Names the model asks to exempt from decay (its ``no_weight_decay()``), if any."""
+    hook = getattr(model, "no_weight_decay", None)
+    return set(hook()) if callable(hook) else set()
+
+
+def weight_decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: ``weight_decay`` for weight matrices/kernels, 0 for the rest."""
+    skip = no_decay_names(model)
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if _is_no_decay(name, param, skip) else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: OptimConfig, lr: float) -> torch.optim.AdamW:
+    """AdamW over ``groups``; a group's optional ``lr_scale`` (layer decay) scales ``lr``."""
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    groups = [g for g in groups if g["params"]]
+    return torch.optim.AdamW(groups, lr=lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def lr_multiplier(step: int, cfg: ScheduleConfig, steps_per_epoch: int) -> float:
+    """Factor applied to the peak LR at optimiser step ``step`` (0-based).
+
+    Warm-up rises linearly from ``warmup_start_ratio`` to 1 over ``warmup_epochs``; then
+    ``cosine`` decays to ``min_lr_ratio`` at the end of ``epochs`` and ``multistep``
+    multiplies by ``gamma`` at each epoch in ``milestones``.
+    """
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.warmup_start_ratio + (1.0 - cfg.warmup_start_ratio) * step / warmup
+    if cfg.kind == "multistep":
+        passed = sum(step >= m * steps_per_epoch for m in cfg.milestones)
+        return cfg.gamma**passed
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LambdaLR following :func:`lr_multiplier` (call ``step()`` every optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, cfg, steps_per_epoch)
+    )
