@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+from affine import Affine
+
+from alos2fm.data import store
+from alos2fm.errors import DataError
+
+
+def _index(n: int, patch: int = 4) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        col = 4 * i
+        t = Affine(3.0, 0.0, 364000.0 + 3.0 * col, 0.0, -3.0, 3930000.0)
+        rows.append(
+            {
+                "patch_id": f"S_0_{col}",
+                "scene": "S",
+                "date": "2022-11-19",
+                "row": 0,
+                "col": col,
+                "split": "train",
+                "category": 1,
+                "valid_fraction": 1.0,
+                "crs": "EPSG:32654",
+                "transform": list(t)[:6],
+                "minx": t.c,
+                "miny": t.f - 3.0 * patch,
+                "maxx": t.c + 3.0 * patch,
+                "maxy": t.f,
+                "lon_min": 139.5,
+                "lat_min": 35.5,
+                "lon_max": 139.6,
+                "lat_max": 35.6,
+                "lon_center": 139.55,
+                "lat_center": 35.55,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_float16_error_over_the_db_range_is_as_documented():
+    db = np.linspace(-50.0, 20.0, 2_000_001)
+    error = np.abs(db.astype(store.PATCH_DTYPE).astype(np.float64) - db)
+    assert error.max() == pytest.approx(2.0**-6)  # 0.0156 dB: half a step of 2^-5 at |x|>=32
+    assert error[np.abs(db) < 16].max() <= 2.0**-8
+    assert np.isnan(np.float16(np.nan))
+
+
+def test_arrays_round_trip_with_nodata_and_unwritten_patches(tmp_path):
+    arrays = store.create_patch_arrays(tmp_path, 5, ["HH", "HV"], 4, with_labels=True)
+    image = np.full((2, 4, 4), -12.25, dtype=np.float32)
+    image[1, 0, 0] = np.nan
+    arrays.images[1] = image
+    arrays.labels[1] = np.arange(16, dtype=np.uint8).reshape(4, 4)
+    store.resize_patch_arrays(arrays, 3)
+
+    # Zarr format 2 metadata: readable by zarr 2.18 as well as 3.x.
+    assert (tmp_path / "images" / ".zarray").exists()
+    back = store.open_patch_arrays(tmp_path)
+    assert back.images.shape == (3, 2, 4, 4)
+    assert back.images.chunks == (1, 2, 4, 4)
+    assert back.labels.shape == (3, 4, 4)
+    assert back.bands == ("HH", "HV")
+    got = np.asarray(back.images[1])
+    assert got.dtype == np.float16
+    assert np.isnan(got[1, 0, 0]) and np.all(got[0] == -12.25)
+    assert np.all(np.isnan(back.images[0]))  # never written -> no data
+    assert np.all(np.asarray(back.labels[2]) == 255)  # never written -> ignore
+    assert np.array_equal(back.labels[1], np.arange(16).reshape(4, 4))
+
+
+def test_open_missing_store_names_the_folder(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path)):
+        store.open_patch_arrays(tmp_path)
+
+
+def test_stats_mean_std_over_valid_pixels_and_class_weights():
+    acc = store.StatsAccumulator(["HH"], num_classes=4)
+    a = np.array([[[-10.0, -20.0], [np.nan, np.nan]]])
+    b = np.array([[[0.0, np.nan], [-30.0, np.nan]]])
+    acc.add(a, np.array([[0, 1], [1, 255]], dtype=np.uint8))
+    acc.add(b, np.array([[3, 3], [3, 1]], dtype=np.uint8))
+    stats = acc.result()
+    # Valid values: -10, -20, 0, -30 -> mean -15, population std sqrt(125).
+    assert stats["mean_db"] == [pytest.approx(-15.0)]
+    assert stats["std_db"] == [pytest.approx(np.sqrt(125.0))]
+    assert stats["valid_pixels"] == [4]
+    assert stats["class_pixel_counts"] == [1, 3, 0, 3]
+    # f = [1/7, 3/7, -, 3/7], median 3/7 -> w = [3, 1, 0, 1].
+    assert stats["class_weights"] == pytest.approx([3.0, 1.0, 0.0, 1.0])
+
+
+def test_median_frequency_weights_hand_computed():
+    weights = store.median_frequency_weights(np.array([10, 30, 0, 60]))
+    assert weights == pytest.approx([3.0, 1.0, 0.0, 0.5])
+
+
+def test_index_requires_documented_columns(tmp_path):
+    with pytest.raises(ValueError, match="lat_center"):
+        store.write_index(tmp_path, _index(2).drop(columns=["lat_center"]))
+
+
+def test_index_and_stats_round_trip(tmp_path):
+    store.write_index(tmp_path, _index(3))
+    store.write_stats(tmp_path, {"bands": ["HH"], "mean_db": [-10.0]})
+    index = store.read_index(tmp_path)
+    assert list(index["patch_id"]) == ["S_0_0", "S_0_4", "S_0_8"]
+    assert list(index["transform"][1]) == [3.0, 0.0, 364012.0, 0.0, -3.0, 3930000.0]
+    assert json.loads((tmp_path / "stats.json").read_text())["mean_db"] == [-10.0]
+    assert not list(tmp_path.glob(".*tmp"))  # temporary files renamed away
+
+
+def test_export_patch_geotiff_keeps_values_and_georeference(tmp_path):
+    root = tmp_path / "ds"
+    arrays = store.create_patch_arrays(root, 3, ["HH"], 4, with_labels=True)
+    values = np.arange(16, dtype=np.float32).reshape(1, 4, 4) - 20.0
+    values[0, 3, 3] = np.nan
+    arrays.images[2] = values
+    arrays.labels[2] = np.full((4, 4), 7, dtype=np.uint8)
+    store.write_index(root, _index(3))
+
+    out = store.export_patch_geotiff(root, "S_0_8", tmp_path / "p.tif", tmp_path / "l.tif")
+    with rasterio.open(out) as src:
+        assert src.transform == Affine(3.0, 0.0, 364024.0, 0.0, -3.0, 3930000.0)
+        assert src.crs.to_epsg() == 32654
+        got = src.read(1)
+        assert np.array_equal(got[:3], values[0, :3]) and np.isnan(got[3, 3])
+        assert src.descriptions == ("HH [dB]",)
+    with rasterio.open(tmp_path / "l.tif") as src:
+        assert np.all(src.read(1) == 7)
+    with pytest.raises(DataError, match="nope"):
+        store.export_patch_geotiff(root, "nope", tmp_path / "x.tif")
