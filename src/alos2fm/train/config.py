@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,7 +37,11 @@ class _Frozen(BaseModel):
 
 
 class EncoderConfig(_Frozen):
-    """What :func:`alos2fm.models.backbones.create_encoder` needs to build the encoder."""
+    """Arguments of :func:`alos2fm.models.backbones.create_encoder`.
+
+    ``embed_dim``, ``depths`` and ``num_heads`` default (None) to those of the timm model
+    that ``arch`` names (swin_base: 128, 2-2-18-2, 4-8-16-32); set them for other sizes.
+    """
 
     arch: str = "swin_base"
     in_chans: int = Field(1, ge=1)
@@ -45,6 +49,13 @@ class EncoderConfig(_Frozen):
     window_size: int | None = Field(8, ge=1)
     ape: bool = True
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    embed_dim: int | None = Field(None, ge=1)
+    depths: tuple[int, ...] | None = None
+    num_heads: tuple[int, ...] | None = None
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments for ``create_encoder`` (unset size overrides left out)."""
+        return self.model_dump(mode="json", exclude_none=True) | {"window_size": self.window_size}
 
 
 class DataConfig(_Frozen):
@@ -201,7 +212,6 @@ class FinetuneConfig(_Frozen):
     trainer: TrainerConfig = TrainerConfig()
 
 
-StageConfig = TypeVar("StageConfig", PretrainConfig, FinetuneConfig)
 _STAGES: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
 
 
@@ -251,8 +261,19 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {pair!r} conflicts with an earlier override")
-        node[leaf] = yaml.safe_load(raw)
+        node[leaf] = _parse_value(raw)
     return tree
+
+
+def _parse_value(raw: str) -> Any:
+    value = yaml.safe_load(raw)
+    if isinstance(value, str):
+        # YAML 1.1 reads "2e-4" (no dot) as a string; a number is what was meant.
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Feeding a patch store to Lightning: normalisation, flips, label fractions, samplers.
+
+Randomness is keyed, not stateful, so that ``--resume`` replays exactly what an
+uninterrupted run would have done:
+
+- the training order is a ``DistributedSampler`` permutation seeded by (seed, epoch), the
+  same for any number of processes (rank r takes every world-th index of it);
+- flips are drawn in the training step from the global RNG, which
+  :class:`alos2fm.train.engine.StepSeeder` reseeds from (seed, epoch, batch, rank) before
+  every step.
+
+Evaluation loaders use ``UnpaddedDistributedSampler`` so that no patch is scored twice
+under DDP; the Trainer is built with ``use_distributed_sampler=False`` so that Lightning
+does not replace these samplers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from alos2fm.data.store import read_stats
+from alos2fm.errors import DataError
+from alos2fm.train.config import DataConfig
+
+# The paper's normalisation of ALOS-2 HH sigma0 in dB (SPEC.md section 1).
+PAPER_HH_MEAN_DB = -10.4327
+PAPER_HH_STD_DB = 5.8041
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Per-band standardisation of dB backscatter: ``(dB - mean) / std``."""
+
+    bands: tuple[str, ...]
+    mean_db: tuple[float, ...]
+    std_db: tuple[float, ...]
+
+    def __call__(self, image_db: Tensor) -> Tensor:
+        """(B, C, H, W) dB -> (B, C, H, W) standardised (unitless)."""
+        mean = image_db.new_tensor(self.mean_db).view(1, -1, 1, 1)
+        std = image_db.new_tensor(self.std_db).view(1, -1, 1, 1)
+        return (image_db - mean) / std
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"bands": list(self.bands), "mean": list(self.mean_db), "std": list(self.std_db)}
+
+
+def dataset_normalisation(root: str | Path, kind: str = "stats") -> Normalisation:
+    """The dataset's band statistics (``stats``) or the paper's HH constants (``paper``)."""
+    stats = read_stats(root)
+    bands = tuple(stats["bands"])
+    if kind == "stats":
+        return Normalisation(bands, tuple(stats["mean_db"]), tuple(stats["std_db"]))
+    if len(bands) != 1:
+        raise DataError(
+            f"the paper's normalisation is for one HH band; this dataset has {list(bands)}",
+            Path(root),
+            "use data.normalisation=stats",
+        )
+    return Normalisation(bands, (PAPER_HH_MEAN_DB,), (PAPER_HH_STD_DB,))
+
+
+def random_flips(batch: dict[str, Tensor], hflip: bool, vflip: bool) -> dict[str, Tensor]:
+    """Flip each sample left-right and/or up-down with probability 1/2, using the global RNG.
+
+    ``image`` (B, C, H, W), ``valid`` (B, H, W) and ``label`` (B, H, W) (when present) are
+    flipped together; other entries are passed through.
+    """
+    out = dict(batch)
+    size = batch["image"].shape[0]
+    device = batch["image"].device
+    for enabled, dim in ((hflip, -1), (vflip, -2)):
+        if not enabled:
+            continue
+        chosen = torch.rand(size).lt(0.5).to(device)
+        for key in ("image", "valid", "label"):
+            if key in out:
+                value = out[key]
+                flag = chosen.view(-1, *([1] * (value.ndim - 1)))
+                out[key] = torch.where(flag, value.flip(dim), value)
+    return out
+
+
+class PatchDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a patch store (``alos2fm.data.dataset.PatchDataset``)."""
+
+    def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0, with_labels: bool = True):
+        super().__init__()
+        self.root = Path(root)
+        self.cfg = cfg
+        self.seed = seed
+        self.with_labels = with_labels
+        self.normalisation = dataset_normalisation(self.root, cfg.normalisation)
+        self.stats = read_stats(self.root)
+        self.datasets: dict[str, Dataset] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        from alos2fm.data.dataset import PatchDataset
+
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        for split in wanted.get(stage or "fit", ("train", "val", "test")):
+            if split in self.datasets:
+                continue
+            fraction = self.cfg.label_fraction if split == "train" else None
+            dataset = PatchDataset(
+                self.root,
+                split=split,
+                with_labels=self.with_labels,
+                label_fraction=fraction if fraction != 1.0 else None,
+                seed=self.seed,
+            )
+            if len(dataset) == 0:
+                raise DataError(f"the {split} split has no patches", self.root)
+            self.datasets[split] = dataset
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self._trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset: Dataset, sampler: Any, drop_last: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.cfg.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        world, rank = self._world()
+        if len(dataset) < self.cfg.batch_size * world:
+            raise DataError(
+                f"{len(dataset)} training patches are fewer than one global batch "
+                f"({self.cfg.batch_size} x {world} processes)",
+                self.root,
+                "lower data.batch_size or prepare more patches",
+            )
+        # Same permutation for any world size (seeded by seed + epoch; Lightning calls
+        # set_epoch); dropping the last partial batch keeps every step's batch full.
+        sampler = DistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
+        )
+        return self._loader(dataset, sampler, drop_last=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        from alos2fm.evaluation.metrics import UnpaddedDistributedSampler
+
+        world, rank = self._world()
+        sampler = UnpaddedDistributedSampler(self.datasets[split], num_replicas=world, rank=rank)
+        return self._loader(self.datasets[split], sampler, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,148 @@
+"""The Lightning Trainer shared by pretraining and fine-tuning.
+
+One function, :func:`build_trainer`, turns a :class:`TrainerConfig` into a Trainer with
+the run folder's conventions::
+
+    RUN/config.yaml                  resolved configuration (written by the stage)
+    RUN/checkpoints/epoch0010.ckpt   every ``checkpoint_every_n_epochs`` epochs
+    RUN/checkpoints/last.ckpt        always the latest; ``--resume`` continues from it
+    RUN/checkpoints/best.ckpt        fine-tuning: best validation mIoU
+    RUN/logs/metrics.csv             CSV log (appended to on resume)
+    RUN/tensorboard/                 TensorBoard events
+
+Hardware: ``accelerator`` (cpu, gpu, auto), ``devices``, ``num_nodes``, ``strategy``
+(``auto``, ``ddp``, ``ddp_spawn``, ``fsdp`` for models too large to replicate) and
+``precision`` (``32-true``, ``bf16-mixed``, ``16-mixed``) go to Lightning unchanged.
+Lightning detects the launcher from the environment, so the same command runs::
+
+    # one machine, 8 GPUs (Lightning starts the processes itself)
+    alos2fm pretrain ... --devices 8 --strategy ddp
+    # torchrun, 2 nodes x 8 GPUs (run on every node)
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\
+        -m alos2fm pretrain ... --devices 8 --num-nodes 2 --strategy ddp
+    # SLURM: #SBATCH --nodes=2 --ntasks-per-node=8 --gpus-per-node=8, then
+    srun alos2fm pretrain ... --devices 8 --num-nodes 2 --strategy ddp
+    # two CPU processes (gloo), e.g. to check a multi-process run without GPUs
+    alos2fm pretrain ... --accelerator cpu --devices 2 --strategy ddp_spawn
+
+Exact resume: Lightning's ``ckpt_path="last"`` restores weights, optimiser, LR scheduler
+and loop counters. The remaining randomness is made a function of the position in
+training instead of hidden state: the data order is seeded by (seed, epoch) (see
+``alos2fm.train.data``), and :class:`StepSeeder` reseeds Python, NumPy and torch before
+every training batch from (seed, epoch, batch index, rank), which covers masks, flips
+and drop path. A resumed run therefore draws the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+from alos2fm.train.config import TrainerConfig
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.ckpt"
+
+
+def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
+    """A 63-bit seed that depends only on the run seed and the position in training."""
+    state = np.random.SeedSequence([seed, epoch, batch_idx, rank]).generate_state(2, np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])
+
+
+class StepSeeder(Callback):
+    """Reseed every RNG before each training batch, so that resuming replays exactly."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
+        value = step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank)
+        random.seed(value)
+        np.random.seed(value % 2**32)
+        torch.manual_seed(value)
+
+
+def last_checkpoint(run_dir: str | Path) -> Path | None:
+    """``RUN/checkpoints/last.ckpt`` if a previous run left one."""
+    path = Path(run_dir) / CHECKPOINTS / LAST
+    return path if path.is_file() else None
+
+
+def build_trainer(
+    cfg: TrainerConfig,
+    run_dir: str | Path,
+    max_epochs: int,
+    seed: int,
+    monitor: str | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> L.Trainer:
+    """A Trainer writing checkpoints and logs into ``run_dir``.
+
+    ``monitor`` (e.g. ``"val/miou"``) adds ``best.ckpt`` for the highest value of that
+    logged metric. ``use_distributed_sampler`` is off: the data module brings samplers that
+    are exact under DDP (see ``alos2fm.train.data``).
+    """
+    run_dir = Path(run_dir)
+    L.seed_everything(seed, workers=True, verbose=False)
+    checkpoint_dir = run_dir / CHECKPOINTS
+    all_callbacks: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir,
+            filename="epoch{epoch:04d}",
+            auto_insert_metric_name=False,
+            every_n_epochs=cfg.checkpoint_every_n_epochs,
+            save_top_k=-1,
+            save_last=True,
+        ),
+        LearningRateMonitor(logging_interval="step"),
+        StepSeeder(seed),
+        *callbacks,
+    ]
+    if monitor is not None:
+        all_callbacks.append(
+            ModelCheckpoint(
+                dirpath=checkpoint_dir, filename="best", monitor=monitor, mode="max", save_top_k=1
+            )
+        )
+    loggers = [
+        CSVLogger(run_dir, name="logs", version=""),
+        TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
+    ]
+    precision = "32-true" if cfg.precision == "32" else cfg.precision
+    return L.Trainer(
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=precision,
+        accumulate_grad_batches=cfg.accumulate_grad_batches,
+        gradient_clip_val=cfg.gradient_clip_val,
+        max_epochs=max_epochs,
+        limit_train_batches=cfg.limit_train_batches,
+        limit_val_batches=cfg.limit_val_batches,
+        log_every_n_steps=cfg.log_every_n_steps,
+        deterministic=cfg.deterministic,
+        callbacks=all_callbacks,
+        logger=loggers,
+        default_root_dir=run_dir,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+    )
+
+
+def effective_batch(trainer: L.Trainer, batch_size: int) -> int:
+    """Images per optimiser step over all processes: batch x world size x accumulation."""
+    return batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
+
+def steps_per_epoch(trainer: L.Trainer) -> int:
+    """Optimiser steps in one epoch, as Lightning will run them (limits and accumulation)."""
+    return max(1, int(trainer.estimated_stepping_batches) // max(1, trainer.max_epochs))
