@@ -1,0 +1,124 @@
+"""Cutting a scene into patches: the window grid, patch ids and each patch's georeference.
+
+Patches lie on a regular grid anchored at the scene's top-left pixel: window k along a
+row starts at column k * stride. Only full patches are produced, so the last
+``(width - patch_size) % stride`` columns and ``(height - patch_size) % stride`` rows of
+a scene (fewer than one stride) are never covered; a scene smaller than one patch gives
+no windows. The scene's no-data border usually lies there anyway, and a full-size patch
+keeps every sample the same shape without padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from alos2fm.errors import DataError
+from alos2fm.products.base import RasterGrid, Window
+
+LONLAT = "EPSG:4326"
+_EDGE_POINTS = 21  # points per patch edge when converting bounds to lon/lat (as densify_pts)
+
+
+def grid_windows(grid: RasterGrid, patch_size: int = 256, stride: int = 256) -> list[Window]:
+    """Windows of ``patch_size`` x ``patch_size`` pixels every ``stride`` pixels, row-major.
+
+    ``stride < patch_size`` gives overlapping patches; ``stride > patch_size`` gaps.
+    """
+    if patch_size <= 0 or stride <= 0:
+        raise DataError(
+            f"patch size and stride must be positive, got {patch_size} and {stride}",
+            hint="e.g. --patch-size 256 --stride 256",
+        )
+    rows = range(0, grid.height - patch_size + 1, stride)
+    cols = range(0, grid.width - patch_size + 1, stride)
+    return [Window(r, c, patch_size, patch_size) for r in rows for c in cols]
+
+
+def patch_id(scene: str, window: Window) -> str:
+    """``<scene>_<row>_<col>``: the patch's pixel offset in its scene, e.g. ``S_12032_7680``."""
+    return f"{scene}_{window.row}_{window.col}"
+
+
+def patch_georef(grid: RasterGrid, window: Window) -> dict[str, Any]:
+    """Georeference of one patch; see ``patch_georefs`` for the keys."""
+    return patch_georefs(grid, [window])[0]
+
+
+def patch_georefs(grid: RasterGrid, windows: Sequence[Window]) -> list[dict[str, Any]]:
+    """Georeference of each window, with all coordinate conversions done in one call.
+
+    Keys (the columns of the patch index):
+    - ``crs``: the scene CRS string (None for a pixel grid);
+    - ``transform``: the patch's affine (a, b, c, d, e, f), in scene CRS units;
+    - ``minx``, ``miny``, ``maxx``, ``maxy``: patch bounds in the scene CRS;
+    - ``lon_min``, ``lat_min``, ``lon_max``, ``lat_max``: the lon/lat box holding the
+      patch (edges densified, as ``rasterio.warp.transform_bounds`` does), degrees;
+    - ``lon_center``, ``lat_center``: the patch centre in degrees (EPSG:4326).
+    Lon/lat are NaN for grids without a CRS.
+    """
+    if not windows:
+        return []
+    records = []
+    for window in windows:
+        t = grid.window_transform(window)
+        minx, miny, maxx, maxy = grid.window_bounds(window)
+        records.append(
+            {
+                "crs": grid.crs,
+                "transform": (t.a, t.b, t.c, t.d, t.e, t.f),
+                "minx": minx,
+                "miny": miny,
+                "maxx": maxx,
+                "maxy": maxy,
+            }
+        )
+    lonlat = _lonlat(grid, windows)
+    for record, values in zip(records, lonlat, strict=True):
+        record.update(values)
+    return records
+
+
+def _lonlat(grid: RasterGrid, windows: Sequence[Window]) -> list[dict[str, float]]:
+    """Lon/lat boxes and centres of the windows: one ``rasterio.warp.transform`` call."""
+    keys = ("lon_min", "lat_min", "lon_max", "lat_max", "lon_center", "lat_center")
+    if grid.crs is None:
+        return [dict.fromkeys(keys, float("nan")) for _ in windows]
+    from rasterio.warp import transform
+
+    # Per window: points along the four edges of its pixel box, then its centre.
+    steps = np.linspace(0.0, 1.0, _EDGE_POINTS)
+    ring_x = np.concatenate([steps, np.ones_like(steps), steps, np.zeros_like(steps), [0.5]])
+    ring_y = np.concatenate([np.zeros_like(steps), steps, np.ones_like(steps), steps, [0.5]])
+    win = np.array([(w.col, w.row, w.width, w.height) for w in windows], dtype=np.float64)
+    cols = win[:, :1] + ring_x[None, :] * win[:, 2:3]
+    rows = win[:, 1:2] + ring_y[None, :] * win[:, 3:4]
+    xs, ys = grid.transform * (cols.ravel(), rows.ravel())
+    lon, lat = transform(grid.crs, LONLAT, xs, ys)
+    lon = np.asarray(lon).reshape(len(windows), -1)
+    lat = np.asarray(lat).reshape(len(windows), -1)
+    ring_lon, ring_lat = lon[:, :-1], lat[:, :-1]
+    table = np.column_stack(
+        [
+            ring_lon.min(axis=1),
+            ring_lat.min(axis=1),
+            ring_lon.max(axis=1),
+            ring_lat.max(axis=1),
+            lon[:, -1],
+            lat[:, -1],
+        ]
+    )
+    return [dict(zip(keys, map(float, row), strict=True)) for row in table]
+
+
+def valid_fraction(db: np.ndarray) -> float:
+    """Share of pixels with data in a dB patch, (H, W) or (bands, H, W) with NaN = no data.
+
+    A pixel counts as valid only if every band is finite, as the dataset's ``valid`` mask.
+    """
+    finite = np.isfinite(db)
+    if finite.ndim == 3:
+        finite = finite.all(axis=0)
+    return float(finite.mean()) if finite.size else 0.0
