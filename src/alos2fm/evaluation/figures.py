@@ -1,0 +1,265 @@
+"""Figures for reports: confusion matrix, per-class IoU, class maps, reconstructions, losses.
+
+Every function writes one PNG atomically (a sibling temporary file renamed into place, so
+a reader never sees half a figure) and returns the path. Figures are built as
+``matplotlib.figure.Figure`` objects, not through pyplot: they render with the Agg canvas
+whatever backend the caller's process uses, and leave no global figure state behind.
+Class colours are RGB 0-255 triples, as in the label tables; the ignore / no-data value
+255 is drawn black.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+NODATA = 255
+Colour = Sequence[int]
+
+
+def _save(fig: Figure, out_png: str | Path) -> Path:
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_png.with_name(f".{out_png.name}.partial")
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, out_png)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out_png
+
+
+def _subplots(*args, **kwargs):
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot."""
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _as_array(x) -> np.ndarray:
+    """numpy view of an array or (CPU/GPU, grad or not) tensor."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    return np.asarray(x)
+
+
+def colourise(classes: np.ndarray, colours: Sequence[Colour]) -> np.ndarray:
+    """Class indices (H, W) -> RGB uint8 (H, W, 3); 255 (no data) and unknown ids black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(colours)] = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    table[NODATA] = 0
+    return table[np.asarray(classes, dtype=np.uint8)]
+
+
+def _legend(ax, names: Sequence[str], colours: Sequence[Colour]) -> None:
+    handles = [
+        Patch(facecolor=np.asarray(c) / 255, edgecolor="0.3", label=n)
+        for n, c in zip(names, colours, strict=True)
+    ]
+    ax.legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False
+    )
+
+
+def plot_confusion_matrix(
+    matrix, class_names: Sequence[str], out_png: str | Path, title: str | None = None
+) -> Path:
+    """Row-normalised confusion matrix (rows = truth, each row sums to 1; empty rows blank)."""
+    m = _as_array(matrix).astype(np.float64)
+    rows = m.sum(axis=1, keepdims=True)
+    norm = np.divide(m, rows, out=np.full_like(m, np.nan), where=rows > 0)
+    k = len(class_names)
+    fig, ax = _subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0)
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if not np.isnan(norm[i, j]):
+                    colour = "white" if norm[i, j] > 0.5 else "black"
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color=colour,
+                    )
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title or "Confusion matrix (row-normalised)")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return _save(fig, out_png)
+
+
+def plot_per_class_iou(
+    iou: Sequence[float],
+    class_names: Sequence[str],
+    out_png: str | Path,
+    colours: Sequence[Colour] | None = None,
+    title: str | None = None,
+) -> Path:
+    """Bar per class (IoU in 0-1); classes without an IoU (NaN / None) are marked n/a."""
+    values = np.array([np.nan if v is None else v for v in iou], dtype=np.float64)
+    k = len(class_names)
+    fig, ax = _subplots(figsize=(1.5 + 0.55 * k, 3.5))
+    bar_colours = [np.asarray(c) / 255 for c in colours] if colours is not None else "tab:blue"
+    ax.bar(range(k), np.nan_to_num(values), color=bar_colours, edgecolor="0.3")
+    for i, v in enumerate(values):
+        ax.text(
+            i,
+            (0 if np.isnan(v) else v) + 0.01,
+            "n/a" if np.isnan(v) else f"{v:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    ax.set_xticks(range(k), class_names, rotation=45, ha="right")
+    ax.set_ylim(0, 1.08)
+    ax.set_ylabel("IoU")
+    mean = np.nanmean(values) if np.isfinite(values).any() else float("nan")
+    ax.set_title(title or f"Per-class IoU (mIoU {mean:.3f})")
+    return _save(fig, out_png)
+
+
+def plot_class_map(
+    classes: np.ndarray,
+    class_names: Sequence[str],
+    colours: Sequence[Colour],
+    out_png: str | Path,
+    title: str | None = None,
+) -> Path:
+    """One class map (H, W) uint8 with its colour legend (e.g. a prediction quicklook)."""
+    height, width = np.shape(classes)
+    scale = 6.0 / max(height, width)  # longest side 6 inches, plus room for the legend
+    fig, ax = _subplots(figsize=(2.5 + scale * width, 0.5 + scale * height))
+    ax.imshow(colourise(classes, colours), interpolation="nearest")
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    _legend(ax, class_names, colours)
+    return _save(fig, out_png)
+
+
+def plot_prediction(
+    prediction: np.ndarray,
+    truth: np.ndarray,
+    class_names: Sequence[str],
+    colours: Sequence[Colour],
+    out_png: str | Path,
+    image_db: np.ndarray | None = None,
+    title: str | None = None,
+) -> Path:
+    """Predicted map next to the ground truth (both (H, W) class ids), optionally after the
+    first band of the input image in dB (shown with a 2-98 % stretch)."""
+    panels: list[tuple[str, np.ndarray, dict]] = []
+    if image_db is not None:
+        band = _as_array(image_db)
+        band = band[0] if band.ndim == 3 else band
+        low, high = np.nanpercentile(band, [2, 98]) if np.isfinite(band).any() else (0, 1)
+        panels.append(("input (dB)", band, {"cmap": "gray", "vmin": low, "vmax": high}))
+    panels.append(("prediction", colourise(_as_array(prediction), colours), {}))
+    panels.append(("ground truth", colourise(_as_array(truth), colours), {}))
+    fig, axes = _subplots(1, len(panels), figsize=(3.3 * len(panels) + 2.0, 3.6))
+    for ax, (name, data, style) in zip(axes, panels, strict=True):
+        ax.imshow(data, interpolation="nearest", **style)
+        ax.set_title(name)
+        ax.set_axis_off()
+    _legend(axes[-1], class_names, colours)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def plot_reconstructions(
+    image,
+    mask,
+    reconstruction,
+    out_png: str | Path,
+    weight=None,
+    max_images: int = 4,
+    title: str | None = None,
+) -> Path:
+    """Masked-image-modelling results, one row per image: input, mask, reconstruction
+    and (when given) the SAR-W weight map. First channel shown.
+
+    Args:
+        image: (N, C, H, W) input, any units (normalised or dB); array or tensor.
+        mask: (N, H, W) or (N, 1, H, W), 1/True where pixels were masked.
+        reconstruction: (N, C, H, W) in the same units as ``image``; shown with the
+            input's colour limits so the two compare directly.
+        weight: (N, C, H, W) or (N, 1, H, W) per-pixel loss weights (SAR-W, in [1, e]), or None.
+        max_images: rows drawn at most.
+    """
+    image, recon = _as_array(image), _as_array(reconstruction)
+    mask = _as_array(mask).reshape(len(image), *image.shape[-2:])
+    rows = min(len(image), max_images)
+    columns = [("input", image), ("mask", mask), ("reconstruction", recon)]
+    if weight is not None:
+        columns.append(("SAR-W weight", _as_array(weight)))
+    fig, axes = _subplots(
+        rows, len(columns), figsize=(2.4 * len(columns), 2.4 * rows), squeeze=False
+    )
+    for r in range(rows):
+        low, high = np.percentile(image[r, 0], [2, 98])
+        for c, (name, data) in enumerate(columns):
+            ax = axes[r, c]
+            panel = data[r] if name == "mask" else data[r, 0]
+            if name == "mask":
+                ax.imshow(panel, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            elif name == "SAR-W weight":
+                shown = ax.imshow(panel, cmap="magma", interpolation="nearest")
+                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+            else:
+                ax.imshow(panel, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+            ax.set_axis_off()
+            if r == 0:
+                ax.set_title(name)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, out_png)
+
+
+def plot_loss_curves(csv_path: str | Path, out_png: str | Path, title: str | None = None) -> Path:
+    """Curves from a Lightning ``CSVLogger`` ``metrics.csv``.
+
+    Left: every column whose name contains ``loss``, against ``step`` (training steps are
+    logged more often than validation epochs: each curve keeps its own non-empty rows).
+    Right: the other logged scores (e.g. ``val_miou``) against ``epoch``, if any.
+    ``epoch``, ``step`` and learning-rate columns (``lr*``) are not plotted.
+    """
+    import pandas as pd
+
+    table = pd.read_csv(csv_path)
+    x_step = "step" if "step" in table else table.columns[0]
+    skip = {"epoch", "step"}
+    losses = [c for c in table.columns if "loss" in c and c not in skip]
+    scores = [
+        c for c in table.columns if c not in skip and "loss" not in c and not c.startswith("lr")
+    ]
+    panels = 2 if scores else 1
+    fig, axes = _subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    for column in losses:
+        rows = table[[x_step, column]].dropna()
+        axes[0, 0].plot(
+            rows[x_step], rows[column], label=column, marker="." if len(rows) < 30 else None
+        )
+    axes[0, 0].set_xlabel(x_step)
+    axes[0, 0].set_ylabel("loss")
+    if losses:
+        axes[0, 0].legend(fontsize=8)
+    if scores:
+        x_epoch = "epoch" if "epoch" in table else x_step
+        for column in scores:
+            rows = table[[x_epoch, column]].dropna()
+            axes[0, 1].plot(rows[x_epoch], rows[column], label=column, marker=".")
+        axes[0, 1].set_xlabel(x_epoch)
+        axes[0, 1].legend(fontsize=8)
+    fig.suptitle(title or Path(csv_path).parent.name)
+    return _save(fig, out_png)
