@@ -89,10 +89,22 @@ def random_flips(batch: dict[str, Tensor], hflip: bool, vflip: bool) -> dict[str
 
 
 class PatchDataModule(L.LightningDataModule):
-    """Train/val/test loaders over a patch store (``alos2fm.data.dataset.PatchDataset``)."""
+    """Train/val/test loaders over a patch store (``alos2fm.data.dataset.PatchDataset``).
 
-    def __init__(self, root: str | Path, cfg: DataConfig, seed: int = 0, with_labels: bool = True):
+    ``splits`` limits the splits read (pretraining needs only ``train``); ``with_labels``
+    False skips reading label arrays.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        cfg: DataConfig,
+        seed: int = 0,
+        with_labels: bool = True,
+        splits: tuple[str, ...] = ("train", "val", "test"),
+    ):
         super().__init__()
+        self.splits = splits
         self.root = Path(root)
         self.cfg = cfg
         self.seed = seed
@@ -105,8 +117,8 @@ class PatchDataModule(L.LightningDataModule):
         from alos2fm.data.dataset import PatchDataset
 
         wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
-        for split in wanted.get(stage or "fit", ("train", "val", "test")):
-            if split in self.datasets:
+        for split in wanted.get(stage or "fit", self.splits):
+            if split in self.datasets or split not in self.splits:
                 continue
             fraction = self.cfg.label_fraction if split == "train" else None
             dataset = PatchDataset(
@@ -121,7 +133,7 @@ class PatchDataModule(L.LightningDataModule):
             self.datasets[split] = dataset
 
     def _world(self) -> tuple[int, int]:
-        trainer = self._trainer
+        trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: Dataset, sampler: Any, drop_last: bool) -> DataLoader:

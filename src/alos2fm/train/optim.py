@@ -15,10 +15,12 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import lightning as L
 import torch
 from torch import nn
 
 from alos2fm.train.config import OptimConfig, ScheduleConfig
+from alos2fm.train.engine import effective_batch, steps_per_epoch
 
 # Parameters without weight decay even when they are matrices. timm's Swin names its
 # relative position tables this way and lists them as no-weight-decay *keywords*.
@@ -92,3 +94,21 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, cfg, steps_per_epoch)
     )
+
+
+def configure_adamw(
+    trainer: L.Trainer,
+    groups: list[dict[str, Any]],
+    optim: OptimConfig,
+    schedule: ScheduleConfig,
+    batch_size: int,
+) -> dict[str, Any]:
+    """``configure_optimizers`` result: AdamW at the scaled LR and its per-step schedule.
+
+    The LR is derived here, once, from the batch per process and the Trainer's world size
+    and accumulation (the effective batch).
+    """
+    lr = scaled_lr(optim.base_lr, optim.reference_batch, effective_batch(trainer, batch_size))
+    optimizer = build_optimizer(groups, optim, lr)
+    scheduler = build_scheduler(optimizer, schedule, steps_per_epoch(trainer))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
