@@ -92,7 +92,8 @@ class PatchDataModule(L.LightningDataModule):
     """Train/val/test loaders over a patch store (``alos2fm.data.dataset.PatchDataset``).
 
     ``splits`` limits the splits read (pretraining needs only ``train``); ``with_labels``
-    False skips reading label arrays.
+    False skips reading label arrays; ``test_split`` is the split that ``trainer.test``
+    scores (``alos2fm evaluate --split val`` scores the validation split).
     """
 
     def __init__(
@@ -102,9 +103,11 @@ class PatchDataModule(L.LightningDataModule):
         seed: int = 0,
         with_labels: bool = True,
         splits: tuple[str, ...] = ("train", "val", "test"),
+        test_split: str = "test",
     ):
         super().__init__()
         self.splits = splits
+        self.test_split = test_split
         self.root = Path(root)
         self.cfg = cfg
         self.seed = seed
@@ -116,7 +119,7 @@ class PatchDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         from alos2fm.data.dataset import PatchDataset
 
-        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": (self.test_split,)}
         for split in wanted.get(stage or "fit", self.splits):
             if split in self.datasets or split not in self.splits:
                 continue
@@ -175,4 +178,4 @@ class PatchDataModule(L.LightningDataModule):
         return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader(self.test_split)

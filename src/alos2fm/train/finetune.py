@@ -1,0 +1,245 @@
+"""Segmentation fine-tuning: Swin (or ViT) + UPerNet, from random init or a pretrained encoder.
+
+Model selection follows the paper: validation every epoch with one confusion matrix summed
+across processes, ``best.ckpt`` at the highest validation mIoU, and the test split scored
+with that checkpoint. Every checkpoint's ``hyper_parameters`` hold what prediction needs
+to rebuild and feed the model without the dataset::
+
+    model:   {encoder: <create_encoder arguments>, num_classes, decoder_channels}
+    data:    {bands, mean, std, patch_size, units: "dB"}
+    classes: {names, colours}
+    config:  the resolved fine-tuning config
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from alos2fm.data.store import IGNORE_INDEX
+from alos2fm.errors import DataError
+from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
+from alos2fm.train.config import FinetuneConfig, save_config
+from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
+from alos2fm.train.engine import CHECKPOINTS, build_trainer
+from alos2fm.train.optim import configure_adamw, weight_decay_groups
+from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
+
+log = logging.getLogger(__name__)
+
+BEST = "best.ckpt"
+MONITOR = "val/miou"
+
+
+def dataset_classes(stats: dict[str, Any], root: Path) -> dict[str, list]:
+    """Class names and RGB colours of a labelled dataset, from its stats.json."""
+    if "num_classes" not in stats:
+        raise DataError(
+            "this dataset has no labels (stats.json lacks num_classes)",
+            root,
+            "prepare it with a land-cover map to fine-tune",
+        )
+    k = int(stats["num_classes"])
+    names = stats.get("class_names") or [f"class_{i}" for i in range(k)]
+    colours = stats.get("class_colours")
+    if not colours:
+        import matplotlib
+
+        palette = matplotlib.colormaps["tab20"].colors
+        colours = [[round(255 * c) for c in palette[i % len(palette)]] for i in range(k)]
+    return {"names": list(names), "colours": [list(c) for c in colours]}
+
+
+class FinetuneModule(L.LightningModule):
+    """LightningModule for segmentation with the paper's loss, LLRD and exact metrics."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        model: dict[str, Any],
+        data: dict[str, Any],
+        classes: dict[str, list],
+        class_weights: list[float] | None = None,
+    ):
+        from alos2fm.models.segmenter import build_segmenter
+        from alos2fm.train.losses import build_loss
+
+        super().__init__()
+        self.save_hyperparameters()
+        self.cfg = FinetuneConfig.model_validate(config)
+        self.normalise = Normalisation(
+            tuple(data["bands"]), tuple(data["mean"]), tuple(data["std"])
+        )
+        self.segmenter = build_segmenter(model)
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.criterion = build_loss(self.cfg.loss.name, weights, IGNORE_INDEX)
+        k = model["num_classes"]
+        self.val_matrix = ConfusionMatrix(k, IGNORE_INDEX)
+        self.test_matrix = ConfusionMatrix(k, IGNORE_INDEX)
+        self.test_scores: dict[str, Any] | None = None
+
+    @classmethod
+    def from_config(
+        cls, cfg: FinetuneConfig, normalisation: Normalisation, stats: dict, root: Path
+    ) -> FinetuneModule:
+        classes = dataset_classes(stats, root)
+        weights = cfg.loss.class_weights
+        if weights == "stats":
+            weights = stats.get("class_weights")
+        elif weights == "none":
+            weights = None
+        return cls(
+            config=cfg.model_dump(mode="json"),
+            model={
+                "encoder": cfg.model.encoder_kwargs(),
+                "num_classes": len(classes["names"]),
+                "decoder_channels": 256,
+            },
+            data=normalisation.as_dict() | {"patch_size": cfg.model.img_size, "units": "dB"},
+            classes=classes,
+            class_weights=list(weights) if weights is not None else None,
+        )
+
+    def forward(self, image_db: Tensor) -> Tensor:
+        """(B, C, H, W) dB -> (B, K, H, W) logits."""
+        return self.segmenter(self.normalise(image_db))
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        batch = random_flips(batch, self.cfg.data.hflip, self.cfg.data.vflip)
+        loss = self.criterion(self(batch["image"]), batch["label"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
+        return loss
+
+    def _evaluate(self, batch: dict[str, Tensor], matrix: ConfusionMatrix, prefix: str) -> None:
+        logits = self(batch["image"])
+        loss = self.criterion(logits, batch["label"])
+        matrix.update(logits.argmax(dim=1), batch["label"])
+        self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True)
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.val_matrix, "val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, self.test_matrix, "test")
+
+    def _log_scores(self, matrix: ConfusionMatrix, prefix: str) -> dict[str, Any]:
+        counts = matrix.compute()
+        scores = segmentation_scores(counts, self.hparams.classes["names"])
+        scores["confusion_matrix"] = counts.cpu().tolist()  # rows = truth, columns = prediction
+        matrix.reset()
+        for key in ("miou", "mean_accuracy", "overall_accuracy", "kappa"):
+            value = scores[key]
+            # Already summed across processes: log without another reduction.
+            self.log(f"{prefix}/{key}", float("nan") if value is None else value)
+        return scores
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores(self.val_matrix, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self.test_scores = self._log_scores(self.test_matrix, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        from alos2fm.models.segmenter import layer_decay_groups
+
+        optim = self.cfg.optim
+        if optim.layer_decay is None:
+            groups = weight_decay_groups(self.segmenter, optim.weight_decay)
+        else:
+            # lr here only fills the groups' "lr"; configure_adamw rescales from lr_scale.
+            groups = layer_decay_groups(
+                self.segmenter, optim.base_lr, optim.weight_decay, decay=optim.layer_decay
+            )
+        return configure_adamw(
+            self.trainer, groups, optim, self.cfg.schedule, self.cfg.data.batch_size
+        )
+
+
+def write_test_report(module: FinetuneModule, out_dir: Path, checkpoint: Path | str) -> Path:
+    """metrics.json, a confusion-matrix PNG and a per-class IoU bar chart from a test run."""
+    import numpy as np
+
+    from alos2fm.evaluation.figures import plot_confusion_matrix, plot_per_class_iou
+
+    scores = dict(module.test_scores or {})
+    scores["checkpoint"] = str(checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "metrics.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(scores, indent=2) + "\n")
+    tmp.replace(path)
+    names = module.hparams.classes["names"]
+    plot_confusion_matrix(
+        np.asarray(scores["confusion_matrix"]), names, out_dir / "confusion_matrix.png"
+    )
+    iou = [scores["per_class"][n]["iou"] for n in names]
+    plot_per_class_iou(
+        [np.nan if v is None else v for v in iou],
+        names,
+        out_dir / "per_class_iou.png",
+        colours=module.hparams.classes["colours"],
+    )
+    return path
+
+
+def run_finetune(
+    cfg: FinetuneConfig,
+    data: Path,
+    out: Path,
+    encoder: Path | None = None,
+    resume: bool = False,
+) -> Path:
+    """Fine-tune on ``data``, then score the test split with the best checkpoint.
+
+    Returns the path of ``best.ckpt``; ``RUN/test/`` holds metrics.json and figures.
+    """
+    from alos2fm.models.segmenter import load_encoder_weights
+
+    last = prepare_run_folder(out, resume)
+    dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
+    check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    save_config(cfg, out / "config.yaml")
+    module = FinetuneModule.from_config(cfg, dm.normalisation, dm.stats, dm.root)
+    if encoder is not None and last is None:
+        report = load_encoder_weights(module.segmenter, encoder)
+        (out / "encoder_load.txt").write_text(report.summary() + "\n")
+    trainer = build_trainer(cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed, monitor=MONITOR)
+    trainer.fit(module, datamodule=dm, ckpt_path=last)
+    best = out / CHECKPOINTS / BEST
+    trainer.test(module, datamodule=dm, ckpt_path=best)
+    if trainer.is_global_zero:
+        write_test_report(module, out / "test", best)
+    return best
+
+
+def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:
+    """Score a fine-tuned checkpoint on ``split`` of ``data``: metrics.json and figures in
+    ``out``. Runs on the checkpoint's hardware settings (``--set``-free: one process by
+    default on CPU; under torchrun/SLURM Lightning joins the processes)."""
+    module = FinetuneModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    cfg = module.cfg
+    dm = PatchDataModule(data, cfg.data, cfg.seed, splits=(split,), test_split=split)
+    if dm.normalisation.bands != module.normalise.bands:
+        raise DataError(
+            f"dataset bands {list(dm.normalisation.bands)} differ from the checkpoint's "
+            f"{list(module.normalise.bands)}",
+            data,
+        )
+    check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    trainer = L.Trainer(
+        accelerator="auto",
+        devices=1,
+        precision=cfg.trainer.precision,
+        logger=False,
+        use_distributed_sampler=False,
+        enable_model_summary=False,
+    )
+    # The model normalises with its own stored statistics, not the new dataset's.
+    trainer.test(module, datamodule=dm)
+    return write_test_report(module, out, checkpoint)
