@@ -64,6 +64,141 @@ def prepare(
     raise NotImplementedError("prepare")
 
 
+# --- stages 2-3: pretraining, fine-tuning, evaluation --------------------------------------
+
+_Data = Annotated[Path, typer.Option("--data", help="Prepared dataset folder (alos2fm prepare).")]
+_Out = Annotated[Path, typer.Option("--out", help="Run folder (config, checkpoints, figures).")]
+_Resume = Annotated[
+    bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.ckpt.")
+]
+_Devices = Annotated[str | None, typer.Option("--devices", help="Devices per node (N or auto).")]
+_NumNodes = Annotated[int | None, typer.Option("--num-nodes", help="Nodes (torchrun/SLURM).")]
+_Accelerator = Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu or auto.")]
+_Strategy = Annotated[
+    str | None, typer.Option("--strategy", help="auto, ddp, ddp_spawn, fsdp, ...")
+]
+_Precision = Annotated[
+    str | None, typer.Option("--precision", help="32-true, bf16-mixed or 16-mixed.")
+]
+_Epochs = Annotated[int | None, typer.Option("--epochs", help="Schedule length in epochs.")]
+_BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Patches per process.")]
+_Set = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Config override key=value (repeatable), e.g. optim.base_lr=2e-4."),
+]
+
+
+def _training_config(
+    stage: str, preset: str | None, out: Path, resume: bool, flags: dict, sets: list[str] | None
+):
+    """Defaults <- preset (on --resume: the run's config.yaml) <- flags <- --set."""
+    from alos2fm.train.config import resolve_config
+
+    overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
+    overrides += sets or []
+    if resume and (out / "config.yaml").is_file():
+        preset = str(out / "config.yaml")
+    return resolve_config(stage, preset, overrides)
+
+
+@app.command()
+def pretrain(
+    data: _Data,
+    out: _Out,
+    method: Annotated[
+        str | None, typer.Option("--method", help="simmim or mixmae (default: the preset's).")
+    ] = None,
+    weighting: Annotated[
+        str | None, typer.Option("--weighting", help="none or sar (SAR-W loss weights).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-simmim.")
+    ] = None,
+    resume: _Resume = False,
+    devices: _Devices = None,
+    num_nodes: _NumNodes = None,
+    accelerator: _Accelerator = None,
+    strategy: _Strategy = None,
+    precision: _Precision = None,
+    epochs: _Epochs = None,
+    batch_size: _BatchSize = None,
+    set_: _Set = None,
+) -> None:
+    """Self-supervised pretraining (SimMIM or MixMAE, optionally SAR-W weighted)."""
+    from alos2fm.train.pretrain import run_pretrain
+
+    flags = {
+        "method": method,
+        "weighting.kind": weighting,
+        "trainer.devices": devices,
+        "trainer.num_nodes": num_nodes,
+        "trainer.accelerator": accelerator,
+        "trainer.strategy": strategy,
+        "trainer.precision": precision,
+        "schedule.epochs": epochs,
+        "data.batch_size": batch_size,
+    }
+    cfg = _training_config("pretrain", preset, out, resume, flags, set_)
+    encoder = run_pretrain(cfg, data, out, resume=resume)
+    print(f"encoder written to {encoder}")
+
+
+@app.command()
+def finetune(
+    data: _Data,
+    out: _Out,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-seg.")
+    ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option("--encoder", help="Pretrained encoder.safetensors (default: random init)."),
+    ] = None,
+    label_fraction: Annotated[
+        float | None,
+        typer.Option("--label-fraction", help="Train on this seeded fraction of the patches."),
+    ] = None,
+    resume: _Resume = False,
+    devices: _Devices = None,
+    num_nodes: _NumNodes = None,
+    accelerator: _Accelerator = None,
+    strategy: _Strategy = None,
+    precision: _Precision = None,
+    epochs: _Epochs = None,
+    batch_size: _BatchSize = None,
+    set_: _Set = None,
+) -> None:
+    """Fine-tune encoder + UPerNet for segmentation; score the test split with the best epoch."""
+    from alos2fm.train.finetune import run_finetune
+
+    flags = {
+        "data.label_fraction": label_fraction,
+        "trainer.devices": devices,
+        "trainer.num_nodes": num_nodes,
+        "trainer.accelerator": accelerator,
+        "trainer.strategy": strategy,
+        "trainer.precision": precision,
+        "schedule.epochs": epochs,
+        "data.batch_size": batch_size,
+    }
+    cfg = _training_config("finetune", preset, out, resume, flags, set_)
+    best = run_finetune(cfg, data, out, encoder=encoder, resume=resume)
+    print(f"best checkpoint {best}; test scores in {out / 'test' / 'metrics.json'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
+    data: _Data,
+    out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and figures.")],
+    split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+) -> None:
+    """Score a fine-tuned checkpoint: metrics.json, confusion matrix and per-class IoU PNGs."""
+    from alos2fm.train.finetune import run_evaluate
+
+    print(f"metrics written to {run_evaluate(checkpoint, data, split, out)}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
