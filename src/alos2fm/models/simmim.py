@@ -189,7 +189,8 @@ class SimMIM(PretrainModel):
         (no data). The loss is normalised by the number of masked pixels times C.
         """
         unit_mask = self.random_mask(x.shape[0], x.device)
-        pred = self.decoder(self.forward_encoder(x, repeat_grid(unit_mask, self.patches_per_unit)))
+        latent = self.forward_encoder(x, repeat_grid(unit_mask, self.patches_per_unit))
+        pred = self.decoder(latent).float()  # the loss in fp32 also under autocast
         pixel_mask = repeat_grid(unit_mask, self.mask_unit).unsqueeze(1)
-        loss = self.forward_loss(x, pred.float(), pixel_mask, weight)
+        loss = self.forward_loss(x.float(), pred, pixel_mask, weight)
         return PretrainOutput(loss=loss, pred=pred, mask=pixel_mask)
