@@ -182,7 +182,7 @@ def _swin_stage_grids(arch: str, img_size: int, kw: Mapping[str, Any]) -> list[i
     if img_size % total_stride:
         raise ModelConfigError(
             f"{arch}: img_size {img_size} is not a multiple of the total stride {total_stride}",
-            hint=f"use a patch size that is a multiple of {total_stride}",
+            hint=f"use an img_size that is a multiple of {total_stride}",
         )
     return [img_size // (patch * 2**stage) for stage in range(stages)]
 
