@@ -71,6 +71,15 @@ def test_forest_capped_preset_caps_forest_at_the_median_of_the_others():
     assert kept[WATER] == 80
 
 
+def test_config_survives_a_json_round_trip_with_integer_class_keys():
+    cats = _candidates(COUNTS)
+    config = BalanceConfig(caps={FOREST: 40}, exclude=[WATER])
+    again = BalanceConfig.model_validate_json(config.model_dump_json())
+    assert cats[select_balanced(cats, again)].value_counts().to_dict() == {
+        FOREST: 40, PADDY: 30, BUILT: 20,
+    }  # fmt: skip
+
+
 def test_default_cap_and_keeping_unlabelled():
     cats = _candidates(COUNTS)
     config = BalanceConfig(default_cap=25, keep_unlabelled=True)

@@ -177,6 +177,8 @@ class _ClassIds:
     def __call__(self, key: ClassKey) -> int:
         if isinstance(key, int):
             return key
+        if key.isdigit():  # an id that went through JSON, where dict keys are strings
+            return int(key)
         if key.lower() not in self.by_name:
             known = ", ".join(self.names.values()) or "none: pass the remap's class names"
             raise DataError(f"unknown class {key!r} in balance settings", hint=f"known: {known}")
