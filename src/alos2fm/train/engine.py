@@ -70,6 +70,11 @@ class StepSeeder(Callback):
         torch.manual_seed(value)
 
 
+def seed_run(seed: int) -> None:
+    """Seed every RNG before the model is built, so that its initial weights are the seed's."""
+    L.seed_everything(seed, workers=True, verbose=False)
+
+
 def last_checkpoint(run_dir: str | Path) -> Path | None:
     """``RUN/checkpoints/last.ckpt`` if a previous run left one."""
     path = Path(run_dir) / CHECKPOINTS / LAST
@@ -84,14 +89,13 @@ def build_trainer(
     monitor: str | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> L.Trainer:
-    """A Trainer writing checkpoints and logs into ``run_dir``.
+    """A Trainer writing checkpoints and logs into ``run_dir``; ``seed`` keys the per-step RNG.
 
     ``monitor`` (e.g. ``"val/miou"``) adds ``best.ckpt`` for the highest value of that
     logged metric. ``use_distributed_sampler`` is off: the data module brings samplers that
     are exact under DDP (see ``alos2fm.train.data``).
     """
     run_dir = Path(run_dir)
-    L.seed_everything(seed, workers=True, verbose=False)
     checkpoint_dir = run_dir / CHECKPOINTS
     all_callbacks: list[Callback] = [
         ModelCheckpoint(

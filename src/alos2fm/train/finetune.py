@@ -27,7 +27,7 @@ from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
-from alos2fm.train.engine import CHECKPOINTS, build_trainer
+from alos2fm.train.engine import CHECKPOINTS, build_trainer, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
 
@@ -205,6 +205,7 @@ def run_finetune(
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     save_config(cfg, out / "config.yaml")
+    seed_run(cfg.seed)
     module = FinetuneModule.from_config(cfg, dm.normalisation, dm.stats, dm.root)
     if encoder is not None and last is None:
         report = load_encoder_weights(module.segmenter, encoder)

@@ -31,7 +31,7 @@ from alos2fm.errors import Alos2fmError
 from alos2fm.models.sarw import weights_from_source
 from alos2fm.train.config import PretrainConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
-from alos2fm.train.engine import build_trainer, last_checkpoint
+from alos2fm.train.engine import build_trainer, last_checkpoint, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,7 @@ def run_pretrain(cfg: PretrainConfig, data: Path, out: Path, resume: bool = Fals
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=False, splits=("train",))
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     save_config(cfg, out / "config.yaml")
+    seed_run(cfg.seed)
     module = PretrainModule(cfg, dm.normalisation)
     trainer = build_trainer(cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed)
     trainer.fit(module, datamodule=dm, ckpt_path=last)
