@@ -1,0 +1,469 @@
+"""Full-scene prediction: a sliding window over any product, streamed to a GeoTIFF map.
+
+The scene is covered by tiles of the model's patch size that overlap by ``overlap``
+pixels; the last tile of a row or column is shifted back to end exactly on the scene's
+edge (so edges are reached without padding), and a scene smaller than one tile is padded
+to it. Each tile's softmax probabilities are multiplied by a separable weight that ramps
+up over the overlap (raised cosine, never zero) and accumulated with that weight; the
+class is the argmax of the weighted mean, so tiles blend smoothly and no seam appears.
+
+Memory stays flat as the scene grows: tiles are processed one row-strip at a time, the
+accumulator holds one strip (``K x tile x width`` floats), and rows are written as soon
+as no later strip can touch them, through windowed writes aligned to the GeoTIFF blocks.
+
+Outputs (each written to a temporary sibling and renamed when complete):
+- ``map.tif``: uint8 class ids, tiled and deflate-compressed, the input's CRS and
+  transform, a colour table, 255 = no data (pixels where any input band has none);
+- ``map_confidence.tif`` (optional): uint8 percent probability of the chosen class;
+- ``map.png``: a quicklook with the class legend.
+
+Checkpoints: :func:`load_segmenter_for_inference` reads a Lightning-style checkpoint
+``{"state_dict": {"model.<segmenter key>": tensor}, "hyper_parameters": {...}}`` whose
+hyper-parameters hold (see :class:`InferenceMeta`)::
+
+    model:   {encoder: <create_encoder kwargs>, num_classes: K, decoder_channels: 256}
+    data:    {bands: [...], mean: [dB per band], std: [dB per band], patch_size: 256}
+    classes: {names: [K names], colours: [K x [r, g, b]]}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alos2fm.errors import Alos2fmError
+from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
+from alos2fm.products.base import Product, Window
+
+NODATA = 255
+BLOCK = 256  # GeoTIFF block side; writes are aligned to it
+QUICKLOOK_MAX_SIDE = 1024
+
+
+class PredictionError(Alos2fmError):
+    """A product and a model that cannot be combined (bands, sizes, options)."""
+
+
+# --- what a checkpoint must carry ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InferenceMeta:
+    """Everything needed besides the weights to run a segmenter on a new scene."""
+
+    model: Mapping[str, Any]  # build_segmenter spec
+    bands: tuple[str, ...]
+    mean_db: tuple[float, ...]
+    std_db: tuple[float, ...]
+    class_names: tuple[str, ...]
+    class_colours: tuple[tuple[int, int, int], ...]
+    patch_size: int
+
+    def hparams(self) -> dict[str, Any]:
+        """The checkpoint ``hyper_parameters`` entries (plain lists and dicts)."""
+        return {
+            "model": dict(self.model),
+            "data": {
+                "bands": list(self.bands),
+                "mean": list(self.mean_db),
+                "std": list(self.std_db),
+                "patch_size": self.patch_size,
+            },
+            "classes": {
+                "names": list(self.class_names),
+                "colours": [list(c) for c in self.class_colours],
+            },
+        }
+
+    @classmethod
+    def from_hparams(cls, hparams: Mapping[str, Any], path: str | Path | None = None):
+        try:
+            data, classes = hparams["data"], hparams["classes"]
+            return cls(
+                model=dict(hparams["model"]),
+                bands=tuple(data["bands"]),
+                mean_db=tuple(float(v) for v in data["mean"]),
+                std_db=tuple(float(v) for v in data["std"]),
+                class_names=tuple(classes["names"]),
+                class_colours=tuple(tuple(int(v) for v in c) for c in classes["colours"]),
+                patch_size=int(data["patch_size"]),
+            )
+        except (KeyError, TypeError) as err:
+            raise WeightsError(
+                f"checkpoint hyper-parameters lack {err} (need model, data.bands/mean/std/"
+                "patch_size, classes.names/colours)",
+                path,
+                "use a checkpoint written by 'alos2fm finetune'",
+            ) from None
+
+
+def save_inference_checkpoint(model: Segmenter, meta: InferenceMeta, path: str | Path) -> Path:
+    """Write ``model`` and ``meta`` in the checkpoint layout the loader reads (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.partial")
+    torch.save({"state_dict": state, "hyper_parameters": meta.hparams()}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_segmenter_for_inference(
+    checkpoint: str | Path, device: str | torch.device = "cpu"
+) -> tuple[Segmenter, InferenceMeta]:
+    """The segmenter (eval mode, on ``device``) and its metadata from a checkpoint.
+
+    Only plain tensors and containers are unpickled (``weights_only=True``).
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError("checkpoint not found", checkpoint) from None
+    except Exception as err:  # torch raises several types for a corrupt or foreign file
+        raise WeightsError(f"cannot read checkpoint: {err}", checkpoint) from None
+    if not isinstance(content, dict) or "state_dict" not in content:
+        raise WeightsError("not a model checkpoint (no state_dict)", checkpoint)
+    meta = InferenceMeta.from_hparams(content.get("hyper_parameters", {}), checkpoint)
+    model = build_segmenter(meta.model)
+    state = {
+        key.removeprefix("model."): value
+        for key, value in content["state_dict"].items()
+        if key.startswith("model.")
+    }
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise WeightsError(
+            f"checkpoint lacks {len(result.missing_keys)} segmenter tensors "
+            f"(e.g. {result.missing_keys[0]})",
+            checkpoint,
+            "the checkpoint's model description does not match its weights",
+        )
+    return model.to(device).eval(), meta
+
+
+# --- tiling and blending ------------------------------------------------------------------
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start of each tile along one axis: every ``tile - overlap`` pixels, the last one
+    moved back to end on the edge; ``[0]`` when the axis is shorter than one tile."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    origins = list(range(0, length - tile, step))
+    origins.append(length - tile)
+    return origins
+
+
+def blend_ramp(tile: int, overlap: int) -> np.ndarray:
+    """1-D tile weight: raised cosine over ``overlap`` pixels at each end, 1 inside.
+
+    Sampled at pixel centres, so it is never 0: every pixel keeps a usable weight even
+    where only one tile covers it (the scene's edges).
+    """
+    ramp = np.ones(tile, dtype=np.float32)
+    if overlap > 0:
+        x = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        rise = 0.5 - 0.5 * np.cos(np.pi * x)
+        ramp[:overlap] = rise
+        ramp[tile - overlap :] = np.minimum(ramp[tile - overlap :], rise[::-1])
+    return ramp
+
+
+# --- the streaming loop -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """``tile``: window side (default: the checkpoint's patch size); ``overlap`` pixels
+    between neighbours; ``batch_size`` tiles per forward pass; ``confidence`` writes the
+    second GeoTIFF; ``quicklook`` the PNG; ``progress`` shows a bar."""
+
+    tile: int | None = None
+    overlap: int = 64
+    batch_size: int = 8
+    confidence: bool = False
+    quicklook: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    map_path: Path
+    confidence_path: Path | None
+    quicklook_path: Path | None
+    tiles: int
+    pixels: int
+    seconds: float
+
+
+def _band_indices(product: Product, meta: InferenceMeta) -> list[int]:
+    """Which product bands feed the model, in the model's order."""
+    if all(band in product.bands for band in meta.bands):
+        return [product.bands.index(band) for band in meta.bands]
+    if len(product.bands) == len(meta.bands):  # e.g. a generic dB GeoTIFF ("DB1", ...)
+        return list(range(len(meta.bands)))
+    raise PredictionError(
+        f"the model needs bands {list(meta.bands)}, the product has {list(product.bands)}",
+        product.path,
+        "predict with a model trained on this product's polarisations",
+    )
+
+
+def _check_options(options: PredictOptions, meta: InferenceMeta, product: Product) -> int:
+    tile = options.tile or meta.patch_size
+    if tile != meta.patch_size:
+        raise PredictionError(
+            f"tile {tile} differs from the model's input size {meta.patch_size}",
+            product.path,
+            f"use --tile {meta.patch_size}",
+        )
+    if not 0 <= options.overlap < tile or options.overlap > tile // 2:
+        raise PredictionError(
+            f"overlap {options.overlap} must lie between 0 and half the tile ({tile // 2})",
+            product.path,
+        )
+    if options.batch_size < 1:
+        raise PredictionError(f"batch size {options.batch_size} < 1", product.path)
+    return tile
+
+
+def _tiff_profile(product: Product, height: int, width: int) -> dict[str, Any]:
+    grid = product.grid
+    profile = {
+        "driver": "GTiff",
+        "dtype": "uint8",
+        "count": 1,
+        "height": height,
+        "width": width,
+        "transform": grid.transform,
+        "nodata": NODATA,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
+    if grid.crs is not None:
+        profile["crs"] = grid.crs
+    return profile
+
+
+def _batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _StripWriter:
+    """Writes finished rows in runs of whole blocks, so no compressed block is written twice."""
+
+    def __init__(self, datasets: Sequence[Any], width: int):
+        self.datasets = datasets
+        self.width = width
+        self.pending: list[list[np.ndarray]] = [[] for _ in datasets]
+        self.pending_rows = 0
+        self.written = 0
+
+    def add(self, rows: Sequence[np.ndarray]) -> None:
+        for buffer, block in zip(self.pending, rows, strict=True):
+            buffer.append(block)
+        self.pending_rows += rows[0].shape[0]
+        if self.pending_rows >= BLOCK:
+            self._flush((self.pending_rows // BLOCK) * BLOCK)
+
+    def close(self) -> None:
+        if self.pending_rows:
+            self._flush(self.pending_rows)
+
+    def _flush(self, count: int) -> None:
+        window = Window(self.written, 0, count, self.width)
+        for i, dataset in enumerate(self.datasets):
+            rows = np.concatenate(self.pending[i], axis=0)
+            dataset.write(rows[:count], 1, window=_rio_window(window))
+            self.pending[i] = [rows[count:]] if count < len(rows) else []
+        self.pending_rows -= count
+        self.written += count
+
+
+def _rio_window(window: Window):
+    from rasterio.windows import Window as RioWindow
+
+    return RioWindow(window.col, window.row, window.width, window.height)
+
+
+@torch.inference_mode()
+def predict_strips(
+    product: Product,
+    model: Segmenter,
+    meta: InferenceMeta,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """Blend tile predictions strip by strip; yield finished rows top to bottom as
+    ``(classes uint8 (rows, W), confidence float32 (rows, W), tiles run)``.
+
+    ``classes`` holds 255 where any model band has no data. Tiles without any data are
+    skipped. The model runs on its parameters' device, in eval mode.
+    """
+    from tqdm import tqdm
+
+    bands = _band_indices(product, meta)
+    height, width = product.grid.height, product.grid.width
+    rows, cols = tile_origins(height, tile, overlap), tile_origins(width, tile, overlap)
+    padded_width = max(width, tile)
+    device = next(model.parameters()).device
+    model.eval()
+
+    ramp = torch.from_numpy(blend_ramp(tile, overlap)).to(device)
+    tile_weight = ramp[:, None] * ramp[None, :]  # (tile, tile)
+    mean = torch.tensor(meta.mean_db, device=device).view(-1, 1, 1)
+    std = torch.tensor(meta.std_db, device=device).view(-1, 1, 1)
+    # Accumulators for the rows of the current strip (row 0 = the strip's first row).
+    probs = torch.zeros(len(meta.class_names), tile, padded_width, device=device)
+    weights = torch.zeros(tile, padded_width, device=device)
+
+    bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
+    for index, top in enumerate(rows):
+        strip_height = min(tile, height - top)
+        strip = torch.full((len(bands), tile, padded_width), float("nan"))
+        read = product.read_db(Window(top, 0, strip_height, width))[bands]
+        strip[:, :strip_height, :width] = torch.from_numpy(np.ascontiguousarray(read))
+        valid = ~torch.isnan(strip).any(dim=0)
+        # No data -> band mean, i.e. 0 after standardisation (as the dataset does).
+        image = torch.nan_to_num((strip.to(device) - mean) / std, nan=0.0)
+        with_data = [c for c in cols if valid[:, c : c + tile].any()]
+        for batch in _batched(with_data, batch_size):
+            logits = model(torch.stack([image[:, :, c : c + tile] for c in batch]))
+            if logits.shape[1] != probs.shape[0]:
+                raise PredictionError(
+                    f"the model gives {logits.shape[1]} classes, its metadata names "
+                    f"{probs.shape[0]}",
+                    product.path,
+                    "the checkpoint's classes do not match its model",
+                )
+            tile_probs = torch.softmax(logits.float(), dim=1) * tile_weight
+            for c, p in zip(batch, tile_probs, strict=True):
+                probs[:, :, c : c + tile] += p
+                weights[:, c : c + tile] += tile_weight
+        bar.update(len(cols))
+
+        # Rows above the next strip's top are final: classify them, then shift them out.
+        done = (rows[index + 1] if index + 1 < len(rows) else height) - top
+        mean_probs = probs[:, :done, :width] / weights[:done, :width].clamp_min(1e-12)
+        confidence, classes = mean_probs.max(dim=0)
+        classes = classes.to(torch.uint8).masked_fill_(~valid[:done, :width].to(device), NODATA)
+        yield classes.cpu().numpy(), confidence.cpu().numpy(), len(with_data)
+        probs = torch.roll(probs, -done, dims=1)
+        weights = torch.roll(weights, -done, dims=0)
+        probs[:, tile - done :] = 0
+        weights[tile - done :] = 0
+    bar.close()
+
+
+def predict_product(
+    product: Product,
+    model: Segmenter,
+    meta: InferenceMeta,
+    out: str | Path,
+    options: PredictOptions = PredictOptions(),
+) -> PredictionResult:
+    """Predict the whole of ``product`` with ``model`` and write the map to ``out`` (.tif).
+
+    Returns the written paths and counts; raises ``PredictionError`` for bands or options
+    that do not fit the model.
+    """
+    import rasterio
+
+    started = time.perf_counter()
+    tile = _check_options(options, meta, product)
+    _band_indices(product, meta)  # fail before creating any file
+    height, width = product.grid.height, product.grid.width
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    targets = [out] + ([out.with_name(f"{out.stem}_confidence.tif")] if options.confidence else [])
+    partials = [t.with_name(f".{t.name}.partial") for t in targets]
+    profile = _tiff_profile(product, height, width)
+    colours = {k: (*c, 255) for k, c in enumerate(meta.class_colours)} | {NODATA: (0, 0, 0, 0)}
+    tiles = 0
+    try:
+        with ExitStack() as stack:
+            datasets = [stack.enter_context(rasterio.open(p, "w", **profile)) for p in partials]
+            datasets[0].write_colormap(1, colours)
+            datasets[0].update_tags(**{f"CLASS_{k}": n for k, n in enumerate(meta.class_names)})
+            datasets[0].set_band_description(1, "land-cover class")
+            if options.confidence:
+                datasets[1].set_band_description(1, "probability of the class, percent")
+            writer = _StripWriter(datasets, width)
+            strips = predict_strips(
+                product, model, meta, tile, options.overlap, options.batch_size, options.progress
+            )
+            for classes, confidence, tiles_run in strips:
+                tiles += tiles_run
+                finished = [classes]
+                if options.confidence:
+                    percent = np.round(confidence * 100).astype(np.uint8)
+                    finished.append(np.where(classes == NODATA, NODATA, percent).astype(np.uint8))
+                writer.add(finished)
+            writer.close()
+        for partial, target in zip(partials, targets, strict=True):
+            os.replace(partial, target)
+    finally:
+        for partial in partials:
+            partial.unlink(missing_ok=True)
+
+    quicklook = _write_quicklook(out, meta) if options.quicklook else None
+    return PredictionResult(
+        map_path=out,
+        confidence_path=targets[1] if options.confidence else None,
+        quicklook_path=quicklook,
+        tiles=tiles,
+        pixels=height * width,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _write_quicklook(map_path: Path, meta: InferenceMeta) -> Path:
+    """PNG of the map decimated to at most ``QUICKLOOK_MAX_SIDE`` pixels (nearest class)."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    from alos2fm.evaluation.figures import plot_class_map
+
+    with rasterio.open(map_path) as src:
+        scale = max(1.0, max(src.height, src.width) / QUICKLOOK_MAX_SIDE)
+        shape = (max(1, math.floor(src.height / scale)), max(1, math.floor(src.width / scale)))
+        classes = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+    return plot_class_map(
+        classes,
+        meta.class_names,
+        meta.class_colours,
+        map_path.with_suffix(".png"),
+        title=map_path.stem,
+    )
+
+
+def predict_scene(
+    product_path: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    options: PredictOptions = PredictOptions(),
+    device: str = "cpu",
+) -> PredictionResult:
+    """``alos2fm predict``: open any product that preparation reads, load the checkpoint,
+    predict and write the map (see :func:`predict_product`)."""
+    from alos2fm.products import open_product
+
+    model, meta = load_segmenter_for_inference(checkpoint, device)
+    return predict_product(open_product(product_path), model, meta, out, options)
