@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,11 +140,39 @@ def resize_patch_arrays(arrays: PatchArrays, n_patches: int) -> None:
         arrays.labels.resize((n_patches, *arrays.labels.shape[1:]))
 
 
+def link_patch(source: str | Path, source_at: int, dest: str | Path, dest_at: int) -> None:
+    """Make patch ``dest_at`` of store ``dest`` a copy of patch ``source_at`` of ``source``.
+
+    Both stores must come from ``create_patch_arrays`` with the same bands and patch size,
+    so that their chunks are encoded alike: a patch is then one chunk file per array
+    (Zarr format 2 key ``"<i>.0.0[.0]"``), which is hard-linked (copied where links are
+    not possible) instead of decoded and re-encoded. A chunk absent from ``source``
+    (never written, or equal to the fill value) stays absent, which reads the same.
+    """
+    for name in (IMAGES, LABELS):
+        source_dir, dest_dir = Path(source) / name, Path(dest) / name
+        if not dest_dir.exists():
+            continue
+        rest = ".0" * (3 if name == IMAGES else 2)
+        chunk = source_dir / f"{source_at}{rest}"
+        if not chunk.exists():
+            continue
+        target = dest_dir / f"{dest_at}{rest}"
+        target.unlink(missing_ok=True)
+        try:
+            os.link(chunk, target)
+        except OSError:
+            shutil.copyfile(chunk, target)
+
+
 def _open_zarr(path: Path, mode: str, **create: Any) -> Any:
     import zarr
 
-    if create and int(zarr.__version__.split(".")[0]) >= 3:
-        create["zarr_format"] = 2  # readable by zarr 2.18 as well
+    if create:
+        # Format 2 with "." keys (``link_patch`` relies on them): zarr 2.18 reads it too.
+        create["dimension_separator"] = "."
+        if int(zarr.__version__.split(".")[0]) >= 3:
+            create["zarr_format"] = 2
     return zarr.open_array(str(path), mode=mode, **create)
 
 
@@ -172,11 +201,28 @@ def read_index(root: str | Path) -> pd.DataFrame:
 # --- statistics ----------------------------------------------------------------------------
 
 
+def band_moments(image_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per band: count of valid pixels, sum and sum of squares of their dB values.
+
+    ``image_db`` (C, H, W) with NaN for no data; sums in float64.
+    """
+    values = image_db.astype(np.float64)
+    valid = ~np.isnan(values)
+    values[~valid] = 0.0
+    return valid.sum(axis=(1, 2)), values.sum(axis=(1, 2)), (values * values).sum(axis=(1, 2))
+
+
+def class_pixel_counts(label: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixels per class 0..num_classes-1 in a uint8 label patch (255 = ignore not counted)."""
+    return np.bincount(label[label < num_classes], minlength=num_classes)[:num_classes]
+
+
 class StatsAccumulator:
     """Running per-band dB mean/std over valid pixels and class pixel counts.
 
     Sums are kept in float64, where sum and sum of squares of dB values stay exact enough
-    for billions of pixels (values of order 10, squares of order 100).
+    for billions of pixels (values of order 10, squares of order 100). Patches are added
+    as arrays (``add``) or as their precomputed moments (``add_moments``).
     """
 
     def __init__(self, bands: Sequence[str], num_classes: int | None = None):
@@ -185,19 +231,28 @@ class StatsAccumulator:
         self._count = np.zeros(len(bands), dtype=np.int64)
         self._sum = np.zeros(len(bands), dtype=np.float64)
         self._sumsq = np.zeros(len(bands), dtype=np.float64)
-        self._class_count = np.zeros(IGNORE_INDEX, dtype=np.int64)
+        self._class_count = np.zeros(num_classes or 0, dtype=np.int64)
 
     def add(self, image_db: np.ndarray, label: np.ndarray | None = None) -> None:
         """Add one patch: ``image_db`` (C, H, W) dB with NaN no data; ``label`` (H, W) uint8."""
-        values = image_db.astype(np.float64)
-        valid = ~np.isnan(values)
-        self._count += valid.sum(axis=(1, 2))
-        values = np.where(valid, values, 0.0)
-        self._sum += values.sum(axis=(1, 2))
-        self._sumsq += (values * values).sum(axis=(1, 2))
-        if label is not None:
-            labelled = label[label != IGNORE_INDEX]
-            self._class_count += np.bincount(labelled, minlength=IGNORE_INDEX)[:IGNORE_INDEX]
+        counts = None
+        if label is not None and self.num_classes is not None:
+            counts = class_pixel_counts(label, self.num_classes)
+        self.add_moments(*band_moments(image_db), counts)
+
+    def add_moments(
+        self,
+        count: Sequence[int],
+        total: Sequence[float],
+        total_sq: Sequence[float],
+        class_counts: Sequence[int] | None = None,
+    ) -> None:
+        """Add one patch from ``band_moments`` and ``class_pixel_counts`` results."""
+        self._count += np.asarray(count, dtype=np.int64)
+        self._sum += np.asarray(total, dtype=np.float64)
+        self._sumsq += np.asarray(total_sq, dtype=np.float64)
+        if class_counts is not None:
+            self._class_count += np.asarray(class_counts, dtype=np.int64)
 
     def result(self) -> dict[str, Any]:
         count = np.maximum(self._count, 1)
@@ -211,10 +266,10 @@ class StatsAccumulator:
             "valid_pixels": [int(c) for c in self._count],
         }
         if self.num_classes is not None:
-            counts = self._class_count[: self.num_classes]
             stats["num_classes"] = self.num_classes
-            stats["class_pixel_counts"] = [int(c) for c in counts]
-            stats["class_weights"] = [float(w) for w in median_frequency_weights(counts)]
+            stats["class_pixel_counts"] = [int(c) for c in self._class_count]
+            weights = median_frequency_weights(self._class_count)
+            stats["class_weights"] = [float(w) for w in weights]
             stats["class_weight_formula"] = "median frequency: w_c = median(f) / f_c"
         return stats
 
