@@ -136,3 +136,27 @@ def test_export_patch_geotiff_keeps_values_and_georeference(tmp_path):
         assert np.all(src.read(1) == 7)
     with pytest.raises(DataError, match="nope"):
         store.export_patch_geotiff(root, "nope", tmp_path / "x.tif")
+
+
+def test_link_patch_copies_one_patch_between_stores(tmp_path):
+    source = store.create_patch_arrays(tmp_path / "a", 3, ["HH"], 4, with_labels=True)
+    store.create_patch_arrays(tmp_path / "b", 2, ["HH"], 4, with_labels=True)
+    values = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
+    source.images[2] = values
+    source.labels[2] = np.full((4, 4), 3, dtype=np.uint8)
+    source.images[1] = values - 5  # labels of patch 1 never written
+    store.link_patch(tmp_path / "a", 2, tmp_path / "b", 1)
+    store.link_patch(tmp_path / "a", 1, tmp_path / "b", 0)
+    back = store.open_patch_arrays(tmp_path / "b")
+    assert np.array_equal(back.images[1], values) and np.all(np.asarray(back.labels[1]) == 3)
+    assert np.array_equal(back.images[0], values - 5) and np.all(np.asarray(back.labels[0]) == 255)
+
+
+def test_band_moments_and_class_counts_hand_computed():
+    image = np.array([[[1.0, 2.0], [np.nan, 4.0]], [[np.nan, np.nan], [np.nan, -3.0]]])
+    count, total, total_sq = store.band_moments(image)
+    assert count.tolist() == [3, 1]
+    assert total.tolist() == [7.0, -3.0]
+    assert total_sq.tolist() == [21.0, 9.0]
+    label = np.array([[0, 2], [255, 2]], dtype=np.uint8)
+    assert store.class_pixel_counts(label, 3).tolist() == [1, 0, 2]
