@@ -50,18 +50,103 @@ def info(
 @app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="Folder for the synthetic product.")],
+    size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 2048,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    looks: Annotated[float, typer.Option("--looks", help="Looks L of the speckle.")] = 1.0,
 ) -> None:
     """Write a synthetic ALOS-2-like L2.1 product and its land-cover map (for demos, tests)."""
-    raise NotImplementedError("synth")
+    from alos2fm.data.synth import write_synthetic_scene
+
+    scene = write_synthetic_scene(out, size=size, seed=seed, looks=looks)
+    print(f"SYNTHETIC product: {scene.product}")
+    print(f"SYNTHETIC land cover: {scene.landcover}")
+
+
+_ListOpt = list[str] | None
 
 
 @app.command()
 def prepare(
-    products: Annotated[list[Path], typer.Argument(help="Products to turn into patches.")],
-    out: Annotated[Path, typer.Option("--out", help="Dataset folder.")],
+    products: Annotated[
+        list[Path] | None, typer.Argument(help="Products to turn into patches.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Dataset folder.")] = None,
+    landcover: Annotated[
+        list[Path] | None,
+        typer.Option("--landcover", help="Land-cover map(s) (HRLULC GeoTIFF); repeatable."),
+    ] = None,
+    remap: Annotated[
+        str | None, typer.Option("--remap", help="Class remap table: shipped name or YAML file.")
+    ] = None,
+    patch_size: Annotated[int | None, typer.Option("--patch-size", help="Patch side, px.")] = None,
+    stride: Annotated[int | None, typer.Option("--stride", help="Patch grid step, px.")] = None,
+    max_nodata: Annotated[
+        float | None, typer.Option("--max-nodata", help="Drop patches with more no data (0-1).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Processes cutting scenes in parallel.")
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None,
+        typer.Option("--dask-scheduler", help="Run scene tasks on this Dask cluster (address)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Balancing and split seed.")] = None,
+    balance: Annotated[
+        str | None,
+        typer.Option("--balance", help="Balance preset (no_forest, forest_capped) or YAML file."),
+    ] = None,
+    cap: Annotated[
+        _ListOpt,
+        typer.Option("--cap", help="N or median (all classes), or CLASS=N; repeatable."),
+    ] = None,
+    exclude_class: Annotated[
+        _ListOpt, typer.Option("--exclude-class", help="Class id or name to leave out.")
+    ] = None,
+    block_size: Annotated[
+        float | None, typer.Option("--block-size", help="Split block side, px.")
+    ] = None,
+    buffer: Annotated[
+        float | None, typer.Option("--buffer", help="Minimum gap between splits, px.")
+    ] = None,
+    split_fractions: Annotated[
+        str | None, typer.Option("--split-fractions", help="train,val,test e.g. 0.8,0.1,0.1.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML config; options given here override it.")
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bars.")
+    ] = True,
 ) -> None:
     """Calibrate, tile, balance and split products into a patch dataset."""
-    raise NotImplementedError("prepare")
+    from alos2fm.data.prepare import prepare_config, run_prepare
+
+    cfg = prepare_config(
+        config,
+        products=products or None,
+        out=out,
+        landcover=landcover or None,
+        remap=remap,
+        patch_size=patch_size,
+        stride=stride,
+        max_nodata=max_nodata,
+        workers=workers,
+        dask_scheduler=dask_scheduler,
+        seed=seed,
+        balance_preset=balance,
+        caps=cap,
+        exclude=exclude_class,
+        block_size=block_size,
+        buffer=buffer,
+        split_fractions=split_fractions,
+        progress=progress,
+    )
+    result = run_prepare(cfg)
+    splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
+    print(
+        f"{result.patches} patches ({splits}) of {result.candidates} candidates "
+        f"written to {result.out}"
+    )
 
 
 # --- stages 2-3: pretraining, fine-tuning, evaluation --------------------------------------

@@ -1,0 +1,220 @@
+"""Throughput and peak memory of ``alos2fm prepare`` on synthetic scenes; prints JSON.
+
+For a synthetic uint16 scene of ``--size`` x ``--size`` pixels (default 20000):
+
+- ``io_floor_s``: a plain rasterio loop that reads the scene window by window (the same
+  256 px windows prepare cuts) and writes the same bytes to an uncompressed tiled
+  GeoTIFF, in one process: the cost of touching the data at all.
+- ``prepare_s``: ``alos2fm prepare`` on the same scene in a fresh process with
+  ``--workers`` (default 2), ``--max-nodata 1`` so that it writes every window, as the
+  floor does; no land cover unless ``--with-labels``.
+- ``ratio_to_io_floor`` = io_floor_s / prepare_s (target >= 0.5).
+- peak memory of prepare for ``--size`` and ``--small-size`` (default half): the
+  largest single process (``ru_maxrss``) and the sum over all its processes, sampled
+  every 20 ms (targets: < 1.5 GiB, and within 10 % across the two sizes).
+- ``random_access``: patches per second read in random order through ``PatchDataset``.
+
+Scenes are cached in ``--work-dir`` between runs. Run small sizes first, e.g.
+``python benchmarks/prepare_throughput.py --size 4096 --small-size 2048``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GIB = 2**30
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=20000)
+    parser.add_argument("--small-size", type=int, default=None, help="default: size / 2")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--with-labels", action="store_true", help="also read land cover")
+    parser.add_argument(
+        "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "alos2fm-bench"
+    )
+    args = parser.parse_args()
+    small = args.small_size or args.size // 2
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+
+    large_scene = synthetic_scene(args.work_dir, args.size)
+    floor_s = io_floor(large_scene.product, args.patch_size, args.work_dir / "floor.tif")
+    large = run_prepare(large_scene, args, args.work_dir / f"out-{args.size}")
+    small_run = run_prepare(
+        synthetic_scene(args.work_dir, small), args, args.work_dir / f"out-{small}"
+    )
+    access = random_access(args.work_dir / f"out-{args.size}")
+
+    megapixels = args.size**2 / 1e6
+    report = {
+        "size": args.size,
+        "small_size": small,
+        "workers": args.workers,
+        "with_labels": args.with_labels,
+        "cpu_count": os.cpu_count(),
+        "scene_megapixels": megapixels,
+        "io_floor_s": round(floor_s, 2),
+        "prepare_s": round(large["seconds"], 2),
+        "io_floor_mpx_per_s": round(megapixels / floor_s, 1),
+        "prepare_mpx_per_s": round(megapixels / large["seconds"], 1),
+        "ratio_to_io_floor": round(floor_s / large["seconds"], 3),
+        "peak_rss_gib": {
+            str(args.size): large["peak"],
+            str(small): small_run["peak"],
+        },
+        "peak_total_rss_ratio_large_to_small": round(
+            large["peak"]["total_gib"] / small_run["peak"]["total_gib"], 3
+        ),
+        "random_access": access,
+    }
+    print(json.dumps(report, indent=2))
+
+
+def synthetic_scene(work_dir: Path, size: int):
+    from alos2fm.data.synth import (
+        LANDCOVER_NAME,
+        PRODUCT_NAME,
+        SyntheticScene,
+        write_synthetic_scene,
+    )
+
+    folder = work_dir / f"scene-{size}"
+    done = folder / "README.txt"
+    if done.exists():
+        return SyntheticScene(folder / PRODUCT_NAME, folder / LANDCOVER_NAME, done)
+    shutil.rmtree(folder, ignore_errors=True)
+    started = time.perf_counter()
+    scene = write_synthetic_scene(folder, size=size, seed=0)
+    print(f"synthetic {size} px scene in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return scene
+
+
+def io_floor(product: Path, patch: int, target: Path) -> float:
+    """Seconds to read every patch window of ``product`` and write it to ``target``."""
+    import rasterio
+    from rasterio.windows import Window
+
+    started = time.perf_counter()
+    with rasterio.open(product) as src:
+        profile = {
+            "driver": "GTiff",
+            "height": src.height,
+            "width": src.width,
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "crs": src.crs,
+            "transform": src.transform,
+            "tiled": True,
+            "blockxsize": patch,
+            "blockysize": patch,
+        }
+        with rasterio.open(target, "w", **profile) as dst:
+            for row in range(0, src.height - patch + 1, patch):
+                for col in range(0, src.width - patch + 1, patch):
+                    window = Window(col, row, patch, patch)
+                    dst.write(src.read(window=window), window=window)
+    seconds = time.perf_counter() - started
+    target.unlink()
+    return seconds
+
+
+def run_prepare(scene, args, out: Path) -> dict:
+    """Run ``alos2fm prepare`` in a fresh process; wall time and peak memory."""
+    import psutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    command = [
+        sys.executable,
+        "-m",
+        "alos2fm.cli",
+        "prepare",
+        str(scene.product),
+        "--out",
+        str(out),
+        "--workers",
+        str(args.workers),
+        "--patch-size",
+        str(args.patch_size),
+        "--stride",
+        str(args.patch_size),
+        "--max-nodata",
+        "1",
+        "--no-progress",
+    ]
+    if args.with_labels:
+        command += ["--landcover", str(scene.landcover)]
+    # A wrapper process reports ru_maxrss of prepare and its pool workers (RUSAGE_CHILDREN:
+    # the largest of them), isolated from this process's own children.
+    wrapper = (
+        "import resource, subprocess, sys, json;"
+        "rc = subprocess.run(sys.argv[1:]).returncode;"
+        "print(json.dumps({'rc': rc, 'maxrss_kib': "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", wrapper, *command], stdout=subprocess.PIPE, text=True, env=env
+    )
+    watched = psutil.Process(proc.pid)
+    peak_total = 0
+    while proc.poll() is None:
+        try:
+            tree = [watched, *watched.children(recursive=True)]
+            peak_total = max(peak_total, sum(_rss(p) for p in tree[1:]))  # not the wrapper
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    result = json.loads(proc.stdout.read().strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"prepare failed with exit code {result['rc']}")
+    return {
+        "seconds": seconds,
+        "peak": {
+            "largest_process_gib": round(result["maxrss_kib"] * 1024 / GIB, 3),
+            "total_gib": round(peak_total / GIB, 3),
+        },
+    }
+
+
+def _rss(process) -> int:
+    try:
+        return process.memory_info().rss
+    except Exception:  # the process ended between listing and reading
+        return 0
+
+
+def random_access(root: Path, reads: int = 500) -> dict:
+    """Patches per second read in random order through PatchDataset (one process)."""
+    from alos2fm.data.dataset import PatchDataset
+
+    dataset = PatchDataset(root, split=None)
+    order = np.random.default_rng(0).integers(0, len(dataset), reads)
+    dataset[int(order[0])]  # open the arrays
+    started = time.perf_counter()
+    for i in order:
+        dataset[int(i)]
+    seconds = time.perf_counter() - started
+    patch_mb = dataset[0]["image"].numel() * 2 / 1e6  # float16 on disk
+    return {
+        "patches_per_s": round(reads / seconds, 1),
+        "ms_per_patch": round(1000 * seconds / reads, 3),
+        "stored_mb_per_s": round(reads * patch_mb / seconds, 1),
+    }
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,705 @@
+"""``alos2fm prepare``: products -> balanced, split, georeferenced patch dataset.
+
+The run has three phases:
+
+1. **Check** every input before writing anything: each product opens, every scene is
+   covered by the land-cover map(s) when given, the output folder is writable. A bad
+   input stops the run here with one ``Alos2fmError`` that names the file.
+2. **Cut** each scene into patches, as independent tasks of at most
+   ``patches_per_task`` windows (a scene is one or more tasks), run in this process, in a
+   process pool (``workers``) or on a Dask cluster (``dask_scheduler``). A task streams
+   its windows one patch at a time (read dB, drop patches with too much no data, read
+   the labels on the patch's grid, categorise) into its own folder of the staging area
+   ``<out>/.staging``, so memory does not grow with scene size. A task whose folder holds
+   a ``done.json`` with the same settings is skipped: re-running resumes.
+3. **Assemble** in this process: balance the candidates of all scenes by land-cover
+   category, split them spatially, copy the kept patches into the final store while
+   accumulating the train statistics, and write ``index.parquet``, ``stats.json``, the
+   class distribution (CSV and PNG) and the resolved ``config.yaml``. Everything is built
+   in ``<out>/.partial`` and moved to the root of ``<out>`` at the end, ``index.parquet``
+   last: a folder with an ``index.parquet`` holds a complete dataset.
+
+If the run fails, what it created is removed (a dataset from an earlier run stays as it
+was); scenes cut by earlier, interrupted runs stay staged. After a successful run the
+staging area is kept, so that preparing again with other balancing or split settings
+reuses the cut scenes; delete ``<out>/.staging`` to reclaim the space.
+
+With Dask, ``<out>`` must be on a file system that the workers share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from alos2fm.data import store
+from alos2fm.data.balance import UNLABELLED, BalanceConfig, patch_category
+from alos2fm.data.labels import DEFAULT_REMAP
+from alos2fm.data.split import BUFFER, SplitConfig, split_patches
+from alos2fm.errors import DataError
+from alos2fm.products.base import RasterGrid, Window
+
+STAGING = ".staging"
+PARTIAL = ".partial"
+DONE = "done.json"
+CANDIDATES = "candidates.parquet"
+_STAGING_FORMAT = 1  # bump when the staged files change meaning
+# Everything a run writes at the root of the output folder.
+OUTPUTS = {
+    store.IMAGES,
+    store.LABELS,
+    store.INDEX,
+    store.STATS,
+    "class_distribution.csv",
+    "class_distribution.png",
+    "config.yaml",
+}
+
+
+class PrepareConfig(BaseModel):
+    """Everything ``run_prepare`` needs; written back, resolved, as ``<out>/config.yaml``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    products: list[Path] = Field(min_length=1)
+    out: Path
+    landcover: list[Path] = Field(default_factory=list)
+    remap: str = DEFAULT_REMAP
+    label_resampling: Literal["nearest", "mode"] = "nearest"
+    patch_size: int = Field(256, gt=0)
+    stride: int = Field(256, gt=0)
+    max_nodata: float = Field(0.1, ge=0.0, le=1.0)
+    balance: BalanceConfig = Field(default_factory=BalanceConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = 0
+    workers: int = Field(1, ge=1)
+    dask_scheduler: str | None = None
+    patches_per_task: int = Field(1024, gt=0)
+    batch_patches: int = Field(16, gt=0)
+    gdal_cache_mb: int = Field(64, ge=8)
+    progress: bool = True
+
+
+def prepare_config(
+    config_file: str | Path | None = None,
+    *,
+    balance_preset: str | None = None,
+    caps: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+    block_size: float | None = None,
+    buffer: float | None = None,
+    split_fractions: str | None = None,
+    **options: Any,
+) -> PrepareConfig:
+    """Defaults <- YAML ``config_file`` <- command-line values (None = not given).
+
+    ``caps`` items are ``N`` or ``median`` (a cap for every class) or ``CLASS=N``;
+    ``exclude`` items and ``CLASS`` are class ids or names of the remap's classes;
+    ``split_fractions`` is ``"train,val,test"``; ``balance_preset`` replaces the file's
+    ``balance`` section before caps and exclusions apply.
+    """
+    from pydantic import ValidationError
+
+    from alos2fm.data.balance import load_balance_preset
+
+    source = Path(config_file) if config_file is not None else None
+    raw: dict[str, Any] = {}
+    if source is not None:
+        try:
+            raw = yaml.safe_load(source.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise DataError(f"cannot read config: {err}", source) from err
+        if not isinstance(raw, dict):
+            raise DataError("config must be a YAML mapping", source)
+    raw.update({key: value for key, value in options.items() if value is not None})
+
+    balance = dict(raw.get("balance") or {})
+    if balance_preset is not None:
+        balance = load_balance_preset(balance_preset).model_dump(mode="json")
+    for item in caps or []:
+        key, _, value = item.rpartition("=")
+        limit = value if value == "median" else _integer(value, "--cap")
+        if key:
+            balance["caps"] = {**balance.get("caps", {}), _class_key(key): limit}
+        else:
+            balance["default_cap"] = limit
+    if exclude:
+        balance["exclude"] = [_class_key(key) for key in exclude]
+    raw["balance"] = balance
+
+    split = dict(raw.get("split") or {})
+    if block_size is not None:
+        split["block_size"] = block_size
+    if buffer is not None:
+        split["buffer"] = buffer
+    if split_fractions is not None:
+        parts = split_fractions.split(",")
+        if len(parts) != 3:
+            raise DataError(f"--split-fractions needs train,val,test, got {split_fractions!r}")
+        split["fractions"] = dict(zip(("train", "val", "test"), parts, strict=True))
+    raw["split"] = split
+
+    try:
+        return PrepareConfig.model_validate(raw)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
+        )
+        raise DataError(f"invalid prepare settings: {problems}", source) from None
+
+
+def _class_key(text: str) -> int | str:
+    return int(text) if text.strip().isdigit() else text.strip()
+
+
+def _integer(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise DataError(f"{option} expects a whole number or 'median', got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class SceneTask:
+    """One unit of work: some patch windows of one scene, staged in ``staging``."""
+
+    product: Path
+    scene: str
+    windows: tuple[Window, ...]
+    staging: Path
+    fingerprint: str
+    config: PrepareConfig
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    staging: Path
+    scene: str
+    windows: int
+    kept: int
+    resumed: bool
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out: Path
+    patches: int
+    splits: dict[str, int]
+    candidates: int
+    resumed_tasks: int
+
+
+# --- phase 2: one task ----------------------------------------------------------------------
+
+
+def run_scene_task(task: SceneTask) -> TaskResult:
+    """Cut one task's windows into staged patches; skip the work if already done.
+
+    Runs in a pool or Dask worker as well as in the main process. Windows are processed
+    in small batches of neighbours along a patch row (one read, one label reprojection
+    and one array write per batch instead of per patch), so memory holds at most
+    ``batch_patches`` patches plus GDAL's block cache (``gdal_cache_mb``), whatever the
+    scene size.
+    """
+    import rasterio
+    from tqdm.auto import tqdm
+
+    from alos2fm.data.labels import LabelMap
+    from alos2fm.data.tiling import patch_georefs, patch_id, valid_fraction
+    from alos2fm.products import open_product
+
+    done = _read_done(task.staging)
+    if done is not None and done["fingerprint"] == task.fingerprint:
+        return TaskResult(task.staging, task.scene, len(task.windows), done["kept"], True)
+    if task.staging.exists():  # left by an interrupted run or older settings
+        shutil.rmtree(task.staging)
+
+    cfg = task.config
+    rows: list[dict[str, Any]] = []
+    with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 2**20):
+        product = open_product(task.product)
+        labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
+        num_classes = labels.remap.num_classes if labels is not None else 0
+        arrays = store.create_patch_arrays(
+            task.staging,
+            len(task.windows),
+            product.bands,
+            cfg.patch_size,
+            with_labels=labels is not None,
+            quantity=product.quantity,
+        )
+        bar = tqdm(
+            total=len(task.windows),
+            desc=task.scene,
+            unit="patch",
+            leave=False,
+            disable=_no_bar(cfg),
+        )
+        for batch in _row_batches(task.windows, cfg.batch_patches):
+            box = _bounding_window(batch)
+            db = product.read_db(box)
+            label_box = None
+            if labels is not None:
+                label_box = labels.read_on_grid(product.grid, box, cfg.label_resampling)
+            images, patch_labels = [], []
+            for window in batch:
+                inside = (
+                    slice(window.row - box.row, window.row - box.row + window.height),
+                    slice(window.col - box.col, window.col - box.col + window.width),
+                )
+                # Stored as float16: validity and statistics are taken from stored values.
+                image = db[(slice(None), *inside)].astype(store.PATCH_DTYPE)
+                fraction = valid_fraction(image)
+                if 1.0 - fraction > cfg.max_nodata:
+                    continue
+                count, total, total_sq = store.band_moments(image)
+                row = {
+                    "window": window,
+                    "category": UNLABELLED,
+                    "valid_fraction": fraction,
+                    "band_count": count.tolist(),
+                    "band_sum": total.tolist(),
+                    "band_sumsq": total_sq.tolist(),
+                    "class_counts": None,
+                }
+                if label_box is not None:
+                    label = label_box[inside].copy()
+                    label[~np.isfinite(image).all(axis=0)] = store.IGNORE_INDEX
+                    row["category"] = patch_category(label, cfg.balance.category_rule)
+                    row["class_counts"] = store.class_pixel_counts(label, num_classes).tolist()
+                    patch_labels.append(label)
+                images.append(image)
+                rows.append(row)
+            if images:
+                start = len(rows) - len(images)
+                arrays.images[start : len(rows)] = np.stack(images)
+                if patch_labels:
+                    arrays.labels[start : len(rows)] = np.stack(patch_labels)
+            bar.update(len(batch))
+        bar.close()
+        store.resize_patch_arrays(arrays, len(rows))
+
+    windows = [row.pop("window") for row in rows]
+    georefs = patch_georefs(product.grid, windows)
+    table = pd.DataFrame(
+        [
+            {
+                "patch_id": patch_id(task.scene, window),
+                "scene": task.scene,
+                "file": str(task.product),
+                "date": product.date,
+                "row": window.row,
+                "col": window.col,
+                "height": window.height,
+                "width": window.width,
+                **georef,
+                **row,
+                "staged_at": position,
+            }
+            for position, (window, georef, row) in enumerate(
+                zip(windows, georefs, rows, strict=True)
+            )
+        ],
+        columns=_CANDIDATE_COLUMNS,
+    )
+    table.to_parquet(task.staging / CANDIDATES)
+    _write_json(task.staging / DONE, {"fingerprint": task.fingerprint, "kept": len(rows)})
+    return TaskResult(task.staging, task.scene, len(task.windows), len(rows), False)
+
+
+def _row_batches(windows: Sequence[Window], size: int) -> Iterable[list[Window]]:
+    """Consecutive windows of one patch row, at most ``size`` per batch."""
+    batch: list[Window] = []
+    for window in windows:
+        if batch and (len(batch) == size or window.row != batch[0].row):
+            yield batch
+            batch = []
+        batch.append(window)
+    if batch:
+        yield batch
+
+
+def _bounding_window(windows: Sequence[Window]) -> Window:
+    row0 = min(w.row for w in windows)
+    col0 = min(w.col for w in windows)
+    row1 = max(w.row + w.height for w in windows)
+    col1 = max(w.col + w.width for w in windows)
+    return Window(row0, col0, row1 - row0, col1 - col0)
+
+
+# The index columns (less ``split``, decided later), the source file and patch size, the
+# patch's statistics (band moments, class pixel counts: train statistics are summed from
+# them) and where the patch sits in its task's staged arrays.
+_CANDIDATE_COLUMNS = [
+    *(c for c in store.INDEX_COLUMNS if c != "split"),
+    "file",
+    "height",
+    "width",
+    "band_count",
+    "band_sum",
+    "band_sumsq",
+    "class_counts",
+    "staged_at",
+]
+
+
+def _no_bar(cfg: PrepareConfig) -> bool | None:
+    """tqdm's ``disable``: off when asked, else None = shown only on a terminal."""
+    return True if not cfg.progress else None
+
+
+def _read_done(staging: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((staging / DONE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, content: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+# --- the whole run --------------------------------------------------------------------------
+
+
+def run_prepare(cfg: PrepareConfig) -> PrepareResult:
+    """Prepare the dataset described by ``cfg`` at the root of ``cfg.out``."""
+    out = cfg.out
+    created_out = not out.exists()
+    created: list[Path] = []
+    try:
+        scenes = _check_inputs(cfg)
+        _check_writable(out)
+        staging_root = out / STAGING
+        if not staging_root.exists():
+            created.append(staging_root)
+        tasks = _make_tasks(cfg, scenes, staging_root)
+        created += [t.staging for t in tasks if _read_done(t.staging) is None]
+        results = _run_tasks(cfg, tasks)
+        partial = out / PARTIAL
+        shutil.rmtree(partial, ignore_errors=True)
+        created.append(partial)
+        result = _assemble(cfg, scenes, results, partial)
+        _commit(partial, out)
+        return result
+    except BaseException as err:
+        # A user error or crash must not leave a half-made dataset; an interruption keeps
+        # the finished tasks staged so that running again resumes.
+        interrupted = isinstance(err, KeyboardInterrupt)
+        for path in created:
+            if not interrupted or path.name == PARTIAL:
+                shutil.rmtree(path, ignore_errors=True)
+        if created_out and out.exists() and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+@dataclass(frozen=True)
+class _Scene:
+    product: Path
+    name: str
+    grid: RasterGrid
+    bands: tuple[str, ...]
+
+
+def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
+    """Open every product (and the label maps on each) before any output is written."""
+    from alos2fm.data.labels import LabelMap
+    from alos2fm.products import open_product
+
+    labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
+    scenes: list[_Scene] = []
+    for path in cfg.products:
+        product = open_product(path)
+        if labels is not None:
+            labels.check_scene(product.grid, path)
+        name = _scene_name(Path(path))
+        if any(s.name == name for s in scenes):
+            raise DataError(f"product given twice (scene {name})", path)
+        if scenes and product.bands != scenes[0].bands:
+            raise DataError(
+                f"bands {list(product.bands)} differ from {list(scenes[0].bands)} of "
+                f"{scenes[0].product}",
+                path,
+                hint="prepare products with the same polarisations together",
+            )
+        scenes.append(_Scene(Path(path), name, product.grid, tuple(product.bands)))
+        if hasattr(product, "close"):
+            product.close()
+    return scenes
+
+
+def _scene_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".tif", ".tiff", ".TIF", ".TIFF"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise DataError(
+            f"output folder is not writable ({err.strerror or err})",
+            out,
+            hint="choose another --out",
+        ) from None
+
+
+def _make_tasks(
+    cfg: PrepareConfig, scenes: Sequence[_Scene], staging_root: Path
+) -> list[SceneTask]:
+    from alos2fm.data.tiling import grid_windows
+
+    tasks = []
+    for scene in scenes:
+        windows = grid_windows(scene.grid, cfg.patch_size, cfg.stride)
+        if not windows:
+            raise DataError(
+                f"scene of {scene.grid.height} x {scene.grid.width} px is smaller than one "
+                f"{cfg.patch_size} px patch",
+                scene.product,
+                hint="use a smaller --patch-size",
+            )
+        key = f"{scene.name}-{_digest(str(scene.product.resolve()))[:8]}"
+        for part, start in enumerate(range(0, len(windows), cfg.patches_per_task)):
+            chunk = tuple(windows[start : start + cfg.patches_per_task])
+            tasks.append(
+                SceneTask(
+                    product=scene.product,
+                    scene=scene.name,
+                    windows=chunk,
+                    staging=staging_root / key / f"part-{part:04d}",
+                    fingerprint=_fingerprint(cfg, scene.product, chunk),
+                    config=cfg,
+                )
+            )
+    return tasks
+
+
+def _fingerprint(cfg: PrepareConfig, product: Path, windows: Sequence[Window]) -> str:
+    """What a staged task depends on: the input files and the cutting settings."""
+    files = [product, *cfg.landcover]
+    content = {
+        "format": _STAGING_FORMAT,
+        "files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
+        "windows": [windows[0], windows[-1], len(windows)],
+        "settings": cfg.model_dump(
+            mode="json",
+            include={"remap", "label_resampling", "patch_size", "stride", "max_nodata"},
+        ),
+        "category_rule": cfg.balance.category_rule,
+    }
+    return _digest(json.dumps(content, sort_keys=True, default=str))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _run_tasks(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> list[TaskResult]:
+    """Run the tasks here, in a process pool or on a Dask cluster, with a progress bar."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(tasks), desc="scene parts", unit="part", disable=_no_bar(cfg))
+    results: list[TaskResult] = []
+    try:
+        for result in _execute(cfg, tasks):
+            results.append(result)
+            bar.update()
+    finally:
+        bar.close()
+    return sorted(results, key=lambda r: str(r.staging))
+
+
+def _execute(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> Iterable[TaskResult]:
+    if cfg.dask_scheduler:
+        from distributed import Client, as_completed
+
+        with Client(cfg.dask_scheduler) as client:
+            futures = client.map(run_scene_task, tasks, pure=False)
+            for future in as_completed(futures):
+                yield future.result()
+    elif cfg.workers > 1 and len(tasks) > 1:
+        import concurrent.futures as cf
+
+        with cf.ProcessPoolExecutor(max_workers=min(cfg.workers, len(tasks))) as pool:
+            futures = [pool.submit(run_scene_task, t) for t in tasks]
+            try:
+                for future in cf.as_completed(futures):
+                    yield future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+    else:
+        for task in tasks:
+            yield run_scene_task(task)
+
+
+# --- phase 3: assemble ----------------------------------------------------------------------
+
+
+def _assemble(
+    cfg: PrepareConfig, scenes: Sequence[_Scene], results: Sequence[TaskResult], partial: Path
+) -> PrepareResult:
+    from alos2fm.data.balance import (
+        balance_targets,
+        class_distribution,
+        plot_distribution,
+        select_balanced,
+    )
+
+    candidates = _gather_candidates(results)
+    for scene in scenes:
+        if not (candidates["scene"] == scene.name).any():
+            raise DataError(
+                f"no patch has at most {cfg.max_nodata:.0%} no data: the scene is empty "
+                f"(all no data?)",
+                scene.product,
+                hint="check the product, or raise --max-nodata",
+            )
+
+    with_labels = bool(cfg.landcover)
+    names, colors, num_classes = _class_table(cfg) if with_labels else ({}, {}, None)
+    categories = candidates.set_index("patch_id")["category"]
+    if with_labels:
+        keep = select_balanced(categories, cfg.balance, class_names=names, seed=cfg.seed)
+        targets = balance_targets(categories, cfg.balance, names)
+    else:  # nothing to balance on: every patch is kept
+        keep = pd.Series(True, index=categories.index)
+        targets = None
+    chosen = candidates[keep.to_numpy()].copy()
+    if chosen.empty:
+        raise DataError(
+            "balancing kept no patch (every category excluded or capped at 0)",
+            cfg.products[0],
+            hint="check --exclude-class and --cap",
+        )
+    # Patches in the buffer between splits are left out of the dataset.
+    chosen["split"] = split_patches(chosen, cfg.split, patch_size=cfg.patch_size, seed=cfg.seed)
+    chosen = chosen[chosen["split"] != BUFFER].sort_values(["scene", "row", "col"])
+    chosen = chosen.reset_index(drop=True)
+
+    partial.mkdir(parents=True)
+    distribution = class_distribution(categories, chosen["category"], names, targets)
+    distribution.to_csv(partial / "class_distribution.csv", index=False)
+    plot_distribution(distribution, partial / "class_distribution.png", colors)
+    stats = _copy_patches(chosen, partial, scenes[0].bands, cfg, num_classes)
+    stats["class_names"] = [names[i] for i in range(num_classes)] if num_classes else None
+    store.write_stats(partial, stats)
+    (partial / "config.yaml").write_text(
+        yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    )
+    index = chosen.drop(
+        columns=["staged_at", "staging", "band_count", "band_sum", "band_sumsq", "class_counts"]
+    )
+    store.write_index(partial, index)
+    splits = {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}
+    return PrepareResult(
+        out=cfg.out,
+        patches=len(index),
+        splits=splits,
+        candidates=len(candidates),
+        resumed_tasks=sum(r.resumed for r in results),
+    )
+
+
+def _gather_candidates(results: Sequence[TaskResult]) -> pd.DataFrame:
+    tables = []
+    for result in results:
+        table = pd.read_parquet(result.staging / CANDIDATES)
+        table["staging"] = str(result.staging)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _class_table(cfg: PrepareConfig) -> tuple[dict[int, str], dict[int, Any], int]:
+    from alos2fm.data.labels import load_remap
+
+    remap = load_remap(cfg.remap)
+    return remap.names, remap.colors, remap.num_classes
+
+
+def _copy_patches(
+    chosen: pd.DataFrame,
+    root: Path,
+    bands: Sequence[str],
+    cfg: PrepareConfig,
+    num_classes: int | None,
+) -> dict[str, Any]:
+    """Link the chosen staged patches into the final arrays; return the train statistics.
+
+    Statistics are summed from the moments each task recorded, over the train split
+    (the normalisation must not see val/test pixels), or over every patch if the train
+    split is empty.
+    """
+    from tqdm.auto import tqdm
+
+    store.create_patch_arrays(
+        root, len(chosen), bands, cfg.patch_size, with_labels=num_classes is not None
+    )
+    for position, (staging, staged_at) in enumerate(
+        tqdm(
+            list(zip(chosen["staging"], chosen["staged_at"], strict=True)),
+            desc="writing store",
+            unit="patch",
+            disable=_no_bar(cfg),
+        )
+    ):
+        store.link_patch(staging, int(staged_at), root, position)
+
+    train_only = bool((chosen["split"] == "train").any())
+    counted = chosen[chosen["split"] == "train"] if train_only else chosen
+    stats = store.StatsAccumulator(bands, num_classes)
+    for entry in counted.itertuples():
+        stats.add_moments(
+            entry.band_count,
+            entry.band_sum,
+            entry.band_sumsq,
+            entry.class_counts if num_classes is not None else None,
+        )
+    result = stats.result()
+    result["computed_on"] = "train" if train_only else "all"
+    return result
+
+
+def _commit(partial: Path, out: Path) -> None:
+    """Move the finished outputs from ``partial`` to ``out``; ``index.parquet`` last.
+
+    The old index goes first, so that a crash in between never pairs an old index with
+    new arrays: a folder with an index.parquet always holds a complete dataset.
+    """
+    (out / store.INDEX).unlink(missing_ok=True)
+    new = {item.name for item in partial.iterdir()}
+    for stale in OUTPUTS - new:  # e.g. labels/ of an earlier labelled run
+        _remove(out / stale)
+    for item in sorted(partial.iterdir(), key=lambda p: p.name == store.INDEX):
+        _remove(out / item.name)
+        os.replace(item, out / item.name)
+    partial.rmdir()
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
