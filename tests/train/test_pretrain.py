@@ -1,0 +1,79 @@
+"""Pretraining module and the `alos2fm pretrain` command on a tiny store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from alos2fm.cli import app
+from alos2fm.models.backbones import create_encoder
+from alos2fm.train.config import resolve_config
+from alos2fm.train.data import Normalisation
+from alos2fm.train.pretrain import PretrainModule, RunFolderError, run_pretrain
+
+FAST = ["--epochs", "1", "--batch-size", "4", "--set", "trainer.accelerator=cpu"]
+
+
+def test_pixel_weights_sar_from_db_and_zero_on_no_data():
+    cfg = resolve_config("pretrain", "cpu-tiny-simmim", ["weighting.kind=sar"])
+    module = PretrainModule(
+        cfg, Normalisation(("HH",), (-10.0,), (5.0,)), model=torch.nn.Identity()
+    )
+    db = torch.tensor([[[[-20.0, 0.0], [-10.0, 0.0]]]])  # darkest -20 dB, brightest 0 dB
+    valid = torch.tensor([[[True, True], [True, False]]])
+    w = module.pixel_weights(db, module.normalise(db), valid)
+    assert w[0, 0, 0, 0] == pytest.approx(math.e)  # darkest valid pixel
+    assert w[0, 0, 0, 1] == pytest.approx(1.0, abs=1e-5)  # brightest valid pixel
+    assert w[0, 0, 1, 1] == 0.0  # no data
+    plain = PretrainModule(resolve_config("pretrain"), module.normalise, model=torch.nn.Identity())
+    assert plain.pixel_weights(db, db, valid).flatten().tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("method", ["simmim", "mixmae"])
+def test_cli_pretrain_writes_the_run_folder(tiny_store, tmp_path, method):
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(tiny_store), "--out", str(run), "--method", method]
+    args += ["--weighting", "sar", "--preset", f"cpu-tiny-{method}", *FAST]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in (
+        "config.yaml",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+        "figures/loss_curve.png",
+        "figures/reconstruction_e0001.png",
+    ):
+        assert (run / name).is_file(), name
+
+    meta = json.loads((run / "encoder.json").read_text())
+    weights = run / "encoder.safetensors"
+    assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
+    assert meta["method"] == method and meta["weighting"]["kind"] == "sar"
+    assert meta["data"]["bands"] == ["HH"] and meta["global_step"] == 4  # 16 patches / 4
+    # encoder.json alone rebuilds the encoder, which takes the weights strictly.
+    encoder = create_encoder(**meta["encoder"])
+    encoder.load_state_dict(load_file(weights), strict=True)
+    trained = torch.load(run / "checkpoints/last.ckpt", weights_only=False)["state_dict"]
+    name = "patch_embed.proj.weight"
+    assert torch.equal(encoder.state_dict()[name], trained[f"model.encoder.{name}"])
+
+
+def test_run_folder_is_not_mixed_up(tiny_store, tmp_path):
+    cfg = resolve_config("pretrain", "cpu-tiny-simmim", ["schedule.epochs=1", "data.batch_size=4"])
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        run_pretrain(cfg, tiny_store, tmp_path / "run", resume=True)
+    run_pretrain(cfg, tiny_store, tmp_path / "run")
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        run_pretrain(cfg, tiny_store, tmp_path / "run")
+
+
+def test_model_that_does_not_fit_the_data_is_refused(tiny_store, tmp_path):
+    cfg = resolve_config("pretrain", "cpu-tiny-simmim", ["model.img_size=128"])
+    with pytest.raises(RunFolderError, match="1 channel\\(s\\) of 128 px"):
+        run_pretrain(cfg, tiny_store, tmp_path / "run")
