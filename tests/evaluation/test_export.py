@@ -1,0 +1,94 @@
+"""Export: ONNX Runtime agrees with PyTorch on tiles; safetensors rebuild the same model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from alos2fm.evaluation.export import export_safetensors, export_segmenter
+from alos2fm.evaluation.predict import (
+    InferenceMeta,
+    load_segmenter_for_inference,
+    save_inference_checkpoint,
+)
+from alos2fm.models.segmenter import build_segmenter
+
+TINY_MODEL = {
+    "encoder": {
+        "arch": "swin_tiny",
+        "in_chans": 1,
+        "img_size": 32,
+        "window_size": 2,
+        "ape": True,
+        "embed_dim": 8,
+        "depths": [1, 1, 1, 1],
+        "num_heads": [1, 1, 2, 2],
+    },
+    "num_classes": 3,
+    "decoder_channels": 8,
+}
+META = InferenceMeta(
+    model=TINY_MODEL,
+    bands=("HH",),
+    mean_db=(-10.4327,),
+    std_db=(5.8041,),
+    class_names=("water", "urban", "rice"),
+    class_colours=((0, 0, 255), (255, 0, 0), (0, 200, 0)),
+    patch_size=32,
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = build_segmenter(TINY_MODEL).eval()
+    path = tmp_path_factory.mktemp("export") / "best.ckpt"
+    return model, save_inference_checkpoint(model, META, path)
+
+
+@pytest.mark.slow  # ~15 s on one core: torch.export tracing and ONNX translation
+def test_onnx_runtime_agrees_with_pytorch_for_any_batch(checkpoint, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model, path = checkpoint
+    folder = tmp_path / "out"
+    export_segmenter(path, folder)
+    session = ort.InferenceSession(
+        str(folder / "segmenter.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["image"]
+    for batch in (1, 3):  # neither is the batch of 2 used to trace the graph
+        tiles = torch.randn(batch, 1, 32, 32)
+        (onnx_logits,) = session.run(["logits"], {"image": tiles.numpy()})
+        with torch.no_grad():
+            torch_logits = model(tiles).numpy()
+        assert onnx_logits.shape == (batch, 3, 32, 32)
+        np.testing.assert_allclose(onnx_logits, torch_logits, rtol=1e-4, atol=1e-4)
+    stored = json.loads((folder / "meta.json").read_text())
+    assert InferenceMeta.from_hparams(stored) == META
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json",
+        "segmenter.onnx",
+        "segmenter.safetensors",
+    ]
+
+
+def test_safetensors_hold_the_weights_and_the_metadata(checkpoint, tmp_path: Path) -> None:
+    model, path = checkpoint
+    loaded, meta = load_segmenter_for_inference(path)
+    folder = tmp_path
+    export_safetensors(loaded, meta, folder / "segmenter.safetensors")
+    rebuilt = build_segmenter(TINY_MODEL)
+    rebuilt.load_state_dict(load_file(folder / "segmenter.safetensors"))
+    tiles = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(tiles), model(tiles))
+    with safe_open(folder / "segmenter.safetensors", "pt") as f:
+        stored = json.loads(f.metadata()["alos2fm"])
+    assert InferenceMeta.from_hparams(stored) == META
+    assert sorted(p.name for p in folder.iterdir()) == ["segmenter.safetensors"]  # no partials
