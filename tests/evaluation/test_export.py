@@ -10,8 +10,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
-from alos2fm.evaluation.export import export_safetensors, export_segmenter
+from alos2fm.cli import app
+from alos2fm.evaluation.export import export_safetensors
 from alos2fm.evaluation.predict import (
     InferenceMeta,
     load_segmenter_for_inference,
@@ -57,7 +59,8 @@ def test_onnx_runtime_agrees_with_pytorch_for_any_batch(checkpoint, tmp_path: Pa
     ort = pytest.importorskip("onnxruntime")
     model, path = checkpoint
     folder = tmp_path / "out"
-    export_segmenter(path, folder)
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(path), "--out", str(folder)])
+    assert result.exit_code == 0, result.output
     session = ort.InferenceSession(
         str(folder / "segmenter.onnx"), providers=["CPUExecutionProvider"]
     )

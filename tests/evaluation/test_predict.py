@@ -280,7 +280,7 @@ def test_checkpoint_round_trip_and_segmenter_prediction(tmp_path: Path) -> None:
 def test_checkpoint_without_metadata_or_weights(tmp_path: Path) -> None:
     model = build_segmenter(TINY_MODEL)
     bare = tmp_path / "bare.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, bare)
+    torch.save({"state_dict": {f"segmenter.{k}": v for k, v in model.state_dict().items()}}, bare)
     with pytest.raises(WeightsError, match="hyper-parameters lack 'data'"):
         load_segmenter_for_inference(bare)
     empty = tmp_path / "empty.ckpt"
@@ -315,3 +315,46 @@ def test_generic_db_geotiff_through_open_product(tmp_path: Path) -> None:
     with rasterio.open(result.map_path) as src:
         assert src.crs.to_string() == UTM and src.transform == TRANSFORM
         np.testing.assert_array_equal(src.read(1), _expected_pointwise(db)[0])
+
+
+def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    import alos2fm.products
+    from alos2fm.cli import app
+
+    torch.manual_seed(0)
+    checkpoint = save_inference_checkpoint(
+        build_segmenter(TINY_MODEL), _meta(model=TINY_MODEL), tmp_path / "best.ckpt"
+    )
+    opened = []
+
+    def fake_open_product(path):  # the CLI's product reader, without a real product file
+        opened.append(Path(path))
+        return ArrayProduct(_scene(50, 40))
+
+    monkeypatch.setattr(alos2fm.products, "open_product", fake_open_product, raising=False)
+    out = tmp_path / "maps" / "map.tif"
+    args = [
+        "predict",
+        "scene.tif",
+        "--checkpoint",
+        str(checkpoint),
+        "--out",
+        str(out),
+        "--confidence",
+        "--batch-size",
+        "2",
+        "--no-progress",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert opened == [Path("scene.tif")]
+    assert f"map written to {out}" in result.output
+    for path in (out, out.with_name("map_confidence.tif"), out.with_suffix(".png")):
+        assert path.is_file(), path
+    with rasterio.open(out) as src:
+        assert src.shape == (50, 40)
+
+    result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "nope.ckpt"), *args[4:]])
+    assert isinstance(result.exception, WeightsError)

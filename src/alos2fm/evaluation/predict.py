@@ -17,9 +17,10 @@ Outputs (each written to a temporary sibling and renamed when complete):
 - ``map_confidence.tif`` (optional): uint8 percent probability of the chosen class;
 - ``map.png``: a quicklook with the class legend.
 
-Checkpoints: :func:`load_segmenter_for_inference` reads a Lightning-style checkpoint
-``{"state_dict": {"model.<segmenter key>": tensor}, "hyper_parameters": {...}}`` whose
-hyper-parameters hold (see :class:`InferenceMeta`)::
+Checkpoints: :func:`load_segmenter_for_inference` reads the fine-tuning engine's Lightning
+checkpoint ``{"state_dict": {"segmenter.<key>": tensor, ...}, "hyper_parameters": {...}}``
+(the LightningModule keeps the model at ``.segmenter``) whose hyper-parameters hold (see
+:class:`InferenceMeta`; other entries are ignored)::
 
     model:   {encoder: <create_encoder kwargs>, num_classes: K, decoder_channels: 256}
     data:    {bands: [...], mean: [dB per band], std: [dB per band], patch_size: 256}
@@ -47,6 +48,7 @@ from alos2fm.products.base import Product, Window
 NODATA = 255
 BLOCK = 256  # GeoTIFF block side; writes are aligned to it
 QUICKLOOK_MAX_SIDE = 1024
+STATE_PREFIX = "segmenter."  # where FinetuneModule keeps the model in its state_dict
 
 
 class PredictionError(Alos2fmError):
@@ -110,7 +112,7 @@ def save_inference_checkpoint(model: Segmenter, meta: InferenceMeta, path: str |
     """Write ``model`` and ``meta`` in the checkpoint layout the loader reads (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    state = {f"{STATE_PREFIX}{key}": value for key, value in model.state_dict().items()}
     tmp = path.with_name(f".{path.name}.partial")
     torch.save({"state_dict": state, "hyper_parameters": meta.hparams()}, tmp)
     os.replace(tmp, path)
@@ -136,9 +138,9 @@ def load_segmenter_for_inference(
     meta = InferenceMeta.from_hparams(content.get("hyper_parameters", {}), checkpoint)
     model = build_segmenter(meta.model)
     state = {
-        key.removeprefix("model."): value
+        key.removeprefix(STATE_PREFIX): value
         for key, value in content["state_dict"].items()
-        if key.startswith("model.")
+        if key.startswith(STATE_PREFIX)
     }
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys:
@@ -186,11 +188,12 @@ def blend_ramp(tile: int, overlap: int) -> np.ndarray:
 @dataclass(frozen=True)
 class PredictOptions:
     """``tile``: window side (default: the checkpoint's patch size); ``overlap`` pixels
-    between neighbours; ``batch_size`` tiles per forward pass; ``confidence`` writes the
-    second GeoTIFF; ``quicklook`` the PNG; ``progress`` shows a bar."""
+    between neighbours (default: a quarter tile, 64 for 256); ``batch_size`` tiles per
+    forward pass; ``confidence`` writes the second GeoTIFF; ``quicklook`` the PNG;
+    ``progress`` shows a bar."""
 
     tile: int | None = None
-    overlap: int = 64
+    overlap: int | None = None
     batch_size: int = 8
     confidence: bool = False
     quicklook: bool = True
@@ -220,22 +223,26 @@ def _band_indices(product: Product, meta: InferenceMeta) -> list[int]:
     )
 
 
-def _check_options(options: PredictOptions, meta: InferenceMeta, product: Product) -> int:
+def _check_options(
+    options: PredictOptions, meta: InferenceMeta, product: Product
+) -> tuple[int, int]:
+    """(tile, overlap) after defaults, or a ``PredictionError``."""
     tile = options.tile or meta.patch_size
+    overlap = tile // 4 if options.overlap is None else options.overlap
     if tile != meta.patch_size:
         raise PredictionError(
             f"tile {tile} differs from the model's input size {meta.patch_size}",
             product.path,
             f"use --tile {meta.patch_size}",
         )
-    if not 0 <= options.overlap < tile or options.overlap > tile // 2:
+    if not 0 <= overlap <= tile // 2:
         raise PredictionError(
-            f"overlap {options.overlap} must lie between 0 and half the tile ({tile // 2})",
+            f"overlap {overlap} must lie between 0 and half the tile ({tile // 2})",
             product.path,
         )
     if options.batch_size < 1:
         raise PredictionError(f"batch size {options.batch_size} < 1", product.path)
-    return tile
+    return tile, overlap
 
 
 def _tiff_profile(product: Product, height: int, width: int) -> dict[str, Any]:
@@ -387,7 +394,7 @@ def predict_product(
     import rasterio
 
     started = time.perf_counter()
-    tile = _check_options(options, meta, product)
+    tile, overlap = _check_options(options, meta, product)
     _band_indices(product, meta)  # fail before creating any file
     height, width = product.grid.height, product.grid.width
     out = Path(out)
@@ -407,7 +414,7 @@ def predict_product(
                 datasets[1].set_band_description(1, "probability of the class, percent")
             writer = _StripWriter(datasets, width)
             strips = predict_strips(
-                product, model, meta, tile, options.overlap, options.batch_size, options.progress
+                product, model, meta, tile, overlap, options.batch_size, options.progress
             )
             for classes, confidence, tiles_run in strips:
                 tiles += tiles_run
