@@ -284,6 +284,62 @@ def evaluate(
     print(f"metrics written to {run_evaluate(checkpoint, data, split, out)}")
 
 
+# --- stage 4: full-scene prediction and deployment ----------------------------------------
+
+
+@app.command()
+def predict(
+    product: Annotated[Path, typer.Argument(help="Product to map (any that prepare reads).")],
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
+    out: Annotated[Path, typer.Option("--out", help="Map GeoTIFF to write, e.g. map.tif.")],
+    tile: Annotated[
+        int | None, typer.Option("--tile", help="Tile side, px (default: the model's patch size).")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    confidence: Annotated[
+        bool, typer.Option("--confidence", help="Also write <out>_confidence.tif (percent).")
+    ] = False,
+    quicklook: Annotated[
+        bool, typer.Option("--quicklook/--no-quicklook", help="Write a PNG next to the map.")
+    ] = True,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps, ...")] = "cpu",
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar.")
+    ] = True,
+) -> None:
+    """Map a whole scene: sliding window with blending, streamed to a georeferenced GeoTIFF."""
+    from alos2fm.evaluation.predict import PredictOptions, predict_scene
+
+    options = PredictOptions(
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        confidence=confidence,
+        quicklook=quicklook,
+        progress=progress,
+    )
+    result = predict_scene(product, checkpoint, out, options, device=device)
+    print(f"map written to {result.map_path} ({result.tiles} tiles, {result.seconds:.1f} s)")
+    for extra in (result.confidence_path, result.quicklook_path):
+        if extra is not None:
+            print(f"also {extra}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the exported files.")],
+) -> None:
+    """Export a fine-tuned segmenter: segmenter.safetensors, segmenter.onnx, meta.json."""
+    from alos2fm.evaluation.export import export_segmenter
+
+    result = export_segmenter(checkpoint, out)
+    print(f"exported {result.safetensors}, {result.onnx} and {result.meta}")
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
