@@ -39,9 +39,25 @@ def _global(
 @app.command()
 def info(
     product: Annotated[Path, typer.Argument(help="Product file, CEOS VOL- file or folder.")],
+    kind: Annotated[
+        str | None,
+        typer.Option(help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power."),
+    ] = None,
 ) -> None:
     """Print what was parsed from a product: mode, level, date, size, CRS, CF, ..."""
-    raise NotImplementedError("info")
+    from rich.console import Console
+    from rich.table import Table
+
+    from alos2fm.products import describe_product
+
+    table = Table(title=str(product), show_header=False, title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    for field, value in describe_product(product, kind=kind).items():
+        if isinstance(value, (tuple, list)):
+            value = ", ".join(f"{v:.12g}" if isinstance(v, float) else str(v) for v in value)
+        table.add_row(field.replace("_", " "), str(value))
+    Console(width=120).print(table)
 
 
 # --- stage 1: dataset preparation ---------------------------------------------------------
