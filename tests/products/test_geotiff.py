@@ -58,6 +58,10 @@ def test_dn_product_survives_pickling_for_worker_processes(tmp_path: Path) -> No
     before = product.read_db(Window(0, 0, 8, 8))
     clone = pickle.loads(pickle.dumps(product))
     np.testing.assert_array_equal(clone.read_db(Window(0, 0, 8, 8)), before)
+    handle = product._rasters[product.path]
+    product.close()  # what preparation calls once a scene's grid is known
+    assert handle.closed
+    np.testing.assert_array_equal(product.read_db(Window(0, 0, 8, 8)), before)  # reopens
 
 
 @pytest.mark.parametrize(

@@ -182,7 +182,7 @@ def read_image_descriptor(path: Path) -> ImageDescriptor:
 def _leader_record(path: Path, record_type: int) -> bytes | None:
     """The bytes of the first leader record of ``record_type``, or None if absent."""
     for header in iter_records(path):
-        if header.record_type == record_type and header.sequence > 1:
+        if header.record_type == record_type:
             with open(path, "rb") as f:
                 f.seek(header.offset)
                 return f.read(header.length)
@@ -454,6 +454,13 @@ class CeosProduct:
                 out[i] = dn_to_db(samples, self.calibration_factor)
         return out
 
+    def _lines_status(self) -> str:
+        missing = [i for i in self.images if not i.complete]
+        if not missing:
+            return "complete"
+        sizes = (f"{i.path.name} holds {i.size} of {i.descriptor.expected_size} B" for i in missing)
+        return "missing: " + ", ".join(sizes)
+
     def describe(self) -> dict[str, Any]:
         d = self.images[0].descriptor
         info: dict[str, Any] = {
@@ -465,16 +472,7 @@ class CeosProduct:
             "size": f"{d.n_pixels} x {d.n_lines} (pixels x lines)",
             "sample type": f"{d.sample_type} ({d.bits_per_sample} bits)",
             "record length": f"{d.record_length} B (prefix {d.prefix_bytes} B)",
-            "image lines": "complete"
-            if all(i.complete for i in self.images)
-            else (
-                "missing: "
-                + ", ".join(
-                    f"{i.path.name} holds {i.size} of {i.descriptor.expected_size} B"
-                    for i in self.images
-                    if not i.complete
-                )
-            ),
+            "image lines": self._lines_status(),
             "quantity": f"{self.quantity} (dB)",
             "calibration factor": f"{self.calibration_factor} dB ({self.cf_source})",
             "crs": self.grid.crs or "none (slant range / not map-projected)",

@@ -53,6 +53,11 @@ class _Rasters:
     def __getstate__(self) -> dict[str, Any]:
         return {"drivers": self.drivers, "_open": {}, "_pid": -1}
 
+    def close(self) -> None:
+        for src in self._open.values():
+            src.close()
+        self._open = {}
+
     def read(self, path: Path, window: Window, band: int = 1) -> np.ndarray:
         """One band of ``window`` as stored (dtype of the file); ProductError if unreadable."""
         from rasterio.errors import RasterioError
@@ -192,6 +197,10 @@ class DnGeoTiffProduct:
             out[i] = dn_to_db(self._rasters.read(path, window), self.calibration_factor)
         return out
 
+    def close(self) -> None:
+        """Release the open files (reading again reopens them)."""
+        self._rasters.close()
+
     def describe(self) -> dict[str, Any]:
         per_file = ("file_kind", "polarisation", "extension")
         fields = {
@@ -266,6 +275,10 @@ class MosaicTileProduct:
             out[:, np.isin(mask, MASK_INVALID)] = np.nan
         return out
 
+    def close(self) -> None:
+        """Release the open files (reading again reopens them)."""
+        self._rasters.close()
+
     def describe(self) -> dict[str, Any]:
         return {
             "format": "PALSAR/PALSAR-2 25 m mosaic tile (uint16 DN)",
@@ -320,6 +333,10 @@ class DbRasterProduct:
                 values[values == np.float32(nodata)] = np.nan
             out[i] = power_to_db(values) if self.kind == "power" else values
         return out
+
+    def close(self) -> None:
+        """Release the open files (reading again reopens them)."""
+        self._rasters.close()
 
     def describe(self) -> dict[str, Any]:
         src = self._rasters[self.path]
