@@ -4,7 +4,7 @@ For a synthetic uint16 scene of ``--size`` x ``--size`` pixels (default 20000):
 
 - ``io_floor_s``: a plain rasterio loop that reads the scene window by window (the same
   256 px windows prepare cuts) and writes the same bytes to an uncompressed tiled
-  GeoTIFF, in one process: the cost of touching the data at all.
+  GeoTIFF, in a fresh process like prepare: the cost of touching the data at all.
 - ``prepare_s``: ``alos2fm prepare`` on the same scene in a fresh process with
   ``--workers`` (default 2), ``--max-nodata 1`` so that it writes every window, as the
   floor does; no land cover unless ``--with-labels``.
@@ -102,29 +102,27 @@ def synthetic_scene(work_dir: Path, size: int):
 
 
 def io_floor(product: Path, patch: int, target: Path) -> float:
-    """Seconds to read every patch window of ``product`` and write it to ``target``."""
-    import rasterio
-    from rasterio.windows import Window
+    """Seconds for a fresh Python process to copy ``product`` window by window.
 
+    It reads every ``patch`` x ``patch`` window of the product with rasterio and writes
+    the same bytes to an uncompressed tiled GeoTIFF ``target``. Run as a process of its
+    own, like prepare, so that both include interpreter start-up and imports.
+    """
+    script = f"""
+import rasterio
+from rasterio.windows import Window
+with rasterio.open({str(product)!r}) as src:
+    profile = dict(driver="GTiff", height=src.height, width=src.width, count=src.count,
+                   dtype=src.dtypes[0], crs=src.crs, transform=src.transform, tiled=True,
+                   blockxsize={patch}, blockysize={patch})
+    with rasterio.open({str(target)!r}, "w", **profile) as dst:
+        for row in range(0, src.height - {patch} + 1, {patch}):
+            for col in range(0, src.width - {patch} + 1, {patch}):
+                window = Window(col, row, {patch}, {patch})
+                dst.write(src.read(window=window), window=window)
+"""
     started = time.perf_counter()
-    with rasterio.open(product) as src:
-        profile = {
-            "driver": "GTiff",
-            "height": src.height,
-            "width": src.width,
-            "count": src.count,
-            "dtype": src.dtypes[0],
-            "crs": src.crs,
-            "transform": src.transform,
-            "tiled": True,
-            "blockxsize": patch,
-            "blockysize": patch,
-        }
-        with rasterio.open(target, "w", **profile) as dst:
-            for row in range(0, src.height - patch + 1, patch):
-                for col in range(0, src.width - patch + 1, patch):
-                    window = Window(col, row, patch, patch)
-                    dst.write(src.read(window=window), window=window)
+    subprocess.run([sys.executable, "-c", script], check=True)
     seconds = time.perf_counter() - started
     target.unlink()
     return seconds

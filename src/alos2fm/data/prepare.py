@@ -86,8 +86,8 @@ class PrepareConfig(BaseModel):
     seed: int = 0
     workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
-    patches_per_task: int = Field(1024, gt=0)
-    batch_patches: int = Field(16, gt=0)
+    patches_per_task: int = Field(256, gt=0)
+    batch_patches: int = Field(32, gt=0)
     gdal_cache_mb: int = Field(64, ge=8)
     progress: bool = True
 
@@ -217,7 +217,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     from tqdm.auto import tqdm
 
     from alos2fm.data.labels import LabelMap
-    from alos2fm.data.tiling import patch_georefs, patch_id, valid_fraction
+    from alos2fm.data.tiling import patch_georefs, patch_id
     from alos2fm.products import open_product
 
     done = _read_done(task.staging)
@@ -250,21 +250,24 @@ def run_scene_task(task: SceneTask) -> TaskResult:
         for batch in _row_batches(task.windows, cfg.batch_patches):
             box = _bounding_window(batch)
             db = product.read_db(box)
+            stored = db.astype(store.PATCH_DTYPE)  # validity and statistics of stored values
+            finite = np.isfinite(db).all(axis=0)
+            moments = store.BandMoments(stored)
             label_box = None
             if labels is not None:
                 label_box = labels.read_on_grid(product.grid, box, cfg.label_resampling)
+                label_box[~finite] = store.IGNORE_INDEX
             images, patch_labels = [], []
             for window in batch:
                 inside = (
                     slice(window.row - box.row, window.row - box.row + window.height),
                     slice(window.col - box.col, window.col - box.col + window.width),
                 )
-                # Stored as float16: validity and statistics are taken from stored values.
-                image = db[(slice(None), *inside)].astype(store.PATCH_DTYPE)
-                fraction = valid_fraction(image)
+                fraction = float(finite[inside].mean())
                 if 1.0 - fraction > cfg.max_nodata:
                     continue
-                count, total, total_sq = store.band_moments(image)
+                image = stored[(slice(None), *inside)]
+                count, total, total_sq = moments.of(*inside)
                 row = {
                     "window": window,
                     "category": UNLABELLED,
@@ -275,8 +278,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                     "class_counts": None,
                 }
                 if label_box is not None:
-                    label = label_box[inside].copy()
-                    label[~np.isfinite(image).all(axis=0)] = store.IGNORE_INDEX
+                    label = label_box[inside]
                     row["category"] = patch_category(label, cfg.balance.category_rule)
                     row["class_counts"] = store.class_pixel_counts(label, num_classes).tolist()
                     patch_labels.append(label)
