@@ -41,7 +41,7 @@ from alos2fm.models.backbones import create_encoder
 from alos2fm.train.config import resolve_config
 from alos2fm.train.data import PatchDataModule
 from alos2fm.train.engine import build_trainer, seed_run
-from alos2fm.train.pretrain import PretrainModule, build_pretrain_model
+from alos2fm.train.pretrain import PretrainModule, pretrain_model_for
 
 
 def make_store(root: Path, n: int, size: int) -> Path:
@@ -116,7 +116,7 @@ def training_flops_per_image(cfg, precision: str) -> float:
     """FLOPs of one forward+backward of the full pretraining model, per image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_pretrain_model(cfg)
+    model = pretrain_model_for(cfg)
     b = cfg.data.batch_size
     x = torch.randn(b, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
     with FlopCounterMode(display=False) as counter:
@@ -145,7 +145,7 @@ def paper_figures(batch: int) -> dict:
     out = {}
     for preset in ("paper-simmim", "paper-mixmae"):
         cfg = resolve_config("pretrain", preset, [f"data.batch_size={batch}"])
-        model = build_pretrain_model(cfg)
+        model = pretrain_model_for(cfg)
         x = torch.randn(batch, 1, 256, 256)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         start = time.perf_counter()

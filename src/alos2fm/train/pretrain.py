@@ -28,6 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from alos2fm.errors import Alos2fmError
+from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
 from alos2fm.train.config import PretrainConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
@@ -41,15 +42,12 @@ ENCODER_META = "encoder.json"
 FIGURES = "figures"
 
 
-def build_pretrain_model(cfg: PretrainConfig) -> nn.Module:
+def pretrain_model_for(cfg: PretrainConfig) -> nn.Module:
     """The SimMIM or MixMAE model that ``cfg.method`` names, on ``cfg.model``'s encoder."""
-    from alos2fm.models.mixmae import MixMAE
-    from alos2fm.models.simmim import SimMIM
-
-    encoder = cfg.model.encoder_kwargs()
-    if cfg.method == "simmim":
-        return SimMIM(encoder, **cfg.simmim.model_dump())
-    return MixMAE(encoder, **cfg.mixmae.model_dump())
+    method_fields = getattr(cfg, cfg.method).model_dump()
+    return build_pretrain_model(
+        {"method": cfg.method, "encoder": cfg.model.encoder_kwargs(), **method_fields}
+    )
 
 
 class PretrainModule(L.LightningModule):
@@ -64,7 +62,7 @@ class PretrainModule(L.LightningModule):
         self.save_hyperparameters(
             {"config": cfg.model_dump(mode="json"), "normalisation": normalisation.as_dict()}
         )
-        self.model = model if model is not None else build_pretrain_model(cfg)
+        self.model = model if model is not None else pretrain_model_for(cfg)
 
     def pixel_weights(self, image_db: Tensor, normalised: Tensor, valid: Tensor) -> Tensor:
         """(B, C, H, W) loss weight per pixel: SAR-W or 1, and 0 on no-data pixels."""
