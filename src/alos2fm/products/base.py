@@ -39,7 +39,7 @@ class RasterGrid:
     transform: Affine = field(default_factory=Affine.identity)
 
     def window_transform(self, window: Window) -> Affine:
-        return self.transform * Affine.translation(window.col, window.row)
+        return self.transform @ Affine.translation(window.col, window.row)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
         """(minx, miny, maxx, maxy) of the window in the grid's CRS."""
