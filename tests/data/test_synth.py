@@ -10,7 +10,9 @@ from alos2fm.data.synth import (
     CLASS_MEAN_DB,
     write_synthetic_scene,
 )
+from alos2fm.products import open_product
 from alos2fm.products.base import RasterGrid, Window
+from alos2fm.products.naming import parse_product_name
 
 SIZE = 640
 
@@ -64,7 +66,10 @@ def test_nodata_border_is_the_tilted_swath(scene):
 
 
 def test_product_looks_like_an_l21_geotiff_and_says_synthetic(scene):
-    assert scene.product.name == "IMG-HH-ALOS2999990010-221119-UBSR2.1GUD.tif"
+    name = parse_product_name(scene.product.name)
+    assert (name.level, name.mode, name.polarisation) == ("2.1", "UBS", "HH")
+    assert (name.date, name.projection, name.orbit_direction) == ("2022-11-19", "UTM", "descending")
+    assert open_product(scene.product).date == "2022-11-19"
     with rasterio.open(scene.product) as src:
         assert src.dtypes == ("uint16",) and src.nodata == 0
         assert src.crs.to_epsg() == 32654
