@@ -1,0 +1,358 @@
+"""The Flevoland label-efficiency study in one command.
+
+    python experiments/flevoland/run.py --out DIR [--quick] [--data FOLDER]
+
+Does SAR-W pretraining help land-cover segmentation on real L-band SAR, above all with few
+labels? For each input setting (HH; HH+HV+VV), split seed and label fraction, every method
+is trained on the same labelled pixels and scored on the same test pixels:
+
+- ``random``: UPerNet + tiny Swin from random initialisation;
+- ``simmim``, ``sarw_simmim``, ``mixmae``, ``sarw_mixmae``: the same, from an encoder
+  pretrained on the whole scene's imagery (unlabelled; transductive) by that method,
+  SAR-W with ``per_channel`` weights; ``sarw_simmim_shared`` uses ``shared_avg`` weights
+  (multi-band settings only);
+- ``rf``: a Random Forest on multi-scale local statistics (``baseline_rf.py``).
+
+Networks go through the package's pipeline: patch stores written with its store writer
+(``scene.py``), ``run_pretrain`` / ``run_finetune`` with the YAML recipes in ``configs/``,
+model selection on validation mIoU, then the whole scene is predicted with the package's
+sliding-window predictor and the **test pixels of the map** are scored from one confusion
+matrix (``alos2fm.evaluation.metrics``). The Random Forest's map is scored the same way.
+
+Outputs under ``--out`` (every run writes ``results.json`` last and atomically; a run whose
+``results.json`` exists is skipped, so an interrupted study resumes where it stopped)::
+
+    config.yaml                              the resolved study configuration
+    splits/seed<S>_pixel_counts.csv          labelled pixels per class and split
+    <setting>/pretrain_store/                whole-scene patch store (unlabelled)
+    <setting>/pretrain/<method>/             pretraining run folders (encoder, figures)
+    <setting>/stores/seed<S>_<F>pct/         fine-tuning stores
+    <setting>/runs/<method>/seed<S>_<F>pct/  results.json, prediction.npz, the run folder
+                                             (its checkpoints deleted once scored)
+    results.csv, results.json                every run's scores in one table
+
+``--quick`` runs ``configs/quick.yaml`` (one split seed, HH only, random vs SAR-W-SimMIM
+vs RF at 5 % and 100 %); the default runs ``configs/full.yaml``; ``--config`` another plan.
+Then ``report.py`` writes RESULTS.md from the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))  # the study's sibling modules, when run as a script
+
+from baseline_rf import fit_predict, local_statistics  # noqa: E402
+from scene import (  # noqa: E402
+    CLASS_NAMES,
+    open_scene,
+    read_ground_truth,
+    read_scene_db,
+    write_finetune_store,
+    write_pretrain_store,
+)
+from splits import IGNORE, SplitRule, make_split, sample_label_fraction  # noqa: E402
+
+Method = Literal[
+    "random", "simmim", "sarw_simmim", "sarw_simmim_shared", "mixmae", "sarw_mixmae", "rf"
+]
+# Pretrained methods: (recipe in configs/, weighting kind, weighting mode).
+PRETRAINING = {
+    "simmim": ("pretrain_simmim.yaml", "none", "per_channel"),
+    "sarw_simmim": ("pretrain_simmim.yaml", "sar", "per_channel"),
+    "sarw_simmim_shared": ("pretrain_simmim.yaml", "sar", "shared_avg"),
+    "mixmae": ("pretrain_mixmae.yaml", "none", "per_channel"),
+    "sarw_mixmae": ("pretrain_mixmae.yaml", "sar", "per_channel"),
+}
+
+
+class StudyConfig(BaseModel):
+    """The study plan (``configs/quick.yaml`` or ``configs/full.yaml``); sizes in pixels."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    settings: dict[str, list[str]]  # name -> bands, e.g. {"HH": ["HH"]}
+    split_seeds: list[int] = Field(min_length=1)
+    fractions: list[float] = Field(min_length=1)
+    methods: list[Method] = Field(min_length=1)
+    pretrain_epochs: int = Field(ge=1)
+    finetune_epochs: int = Field(ge=1)
+    patch: int = 64
+    pretrain_stride: int = 16
+    train_stride: int = 32
+    predict_overlap: int = 32
+    split: SplitRule = SplitRule()
+
+
+def methods_for(cfg: StudyConfig, bands: list[str]) -> list[str]:
+    """The plan's methods for one setting (shared_avg weighting differs only with >1 band)."""
+    return [m for m in cfg.methods if m != "sarw_simmim_shared" or len(bands) > 1]
+
+
+def slug(text: str) -> str:
+    return text.lower().replace("+", "_")
+
+
+def fraction_tag(fraction: float) -> str:
+    return f"{fraction * 100:g}pct"
+
+
+def write_json(path: Path, content: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def save_prediction(path: Path, prediction: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.savez_compressed(handle, prediction=prediction)
+    os.replace(tmp, path)
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- scoring ------------------------------------------------------------------------------
+
+
+def score_map(prediction: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Scores of a class map on the labelled pixels of ``labels`` (255 = not scored).
+
+    Pixels the map marks as no data (255: an input band had none) are left out, for every
+    method alike; they are counted in ``pixels_without_data``.
+    """
+    import torch
+
+    from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
+
+    no_data = prediction == IGNORE
+    target = np.where(no_data, IGNORE, labels)
+    matrix = ConfusionMatrix(len(names), IGNORE)
+    matrix.update(
+        torch.from_numpy(np.where(no_data, 0, prediction).astype(np.int64)),
+        torch.from_numpy(target.astype(np.int64)),
+    )
+    counts = matrix.compute()
+    scores = segmentation_scores(counts, names)
+    scores["confusion_matrix"] = counts.tolist()
+    scores["pixels_without_data"] = int((no_data & (labels != IGNORE)).sum())
+    return scores
+
+
+# --- networks -----------------------------------------------------------------------------
+
+
+def pretrain(cfg: StudyConfig, method: str, store: Path, run_dir: Path, bands: list[str]) -> Path:
+    """The encoder of ``method`` pretrained on ``store`` (resumed or reused if present)."""
+    from alos2fm.train.config import resolve_config
+    from alos2fm.train.engine import last_checkpoint
+    from alos2fm.train.pretrain import ENCODER_WEIGHTS, run_pretrain
+
+    encoder = run_dir / ENCODER_WEIGHTS
+    if encoder.exists():
+        return encoder
+    recipe, kind, mode = PRETRAINING[method]
+    config = resolve_config(
+        "pretrain",
+        preset=str(HERE / "configs" / recipe),
+        overrides={
+            "model": {"in_chans": len(bands)},
+            "weighting": {"kind": kind, "mode": mode},
+            "schedule": {"epochs": cfg.pretrain_epochs},
+        },
+    )
+    last = last_checkpoint(run_dir)
+    if last is None and run_dir.exists():  # interrupted before its first checkpoint
+        shutil.rmtree(run_dir)
+    log(f"pretraining {method} on {store}")
+    return run_pretrain(config, store, run_dir, resume=last is not None)
+
+
+def finetune_and_predict(
+    cfg: StudyConfig,
+    store: Path,
+    run_dir: Path,
+    encoder: Path | None,
+    seed: int,
+    n_bands: int,
+    product,
+) -> np.ndarray:
+    """Fine-tune on ``store`` (resuming an interrupted run) and predict the whole scene."""
+    from alos2fm.evaluation.predict import load_segmenter_for_inference, predict_strips
+    from alos2fm.train.config import resolve_config
+    from alos2fm.train.engine import CHECKPOINTS, last_checkpoint
+    from alos2fm.train.finetune import BEST, run_finetune
+
+    best = run_dir / CHECKPOINTS / BEST
+    if not (run_dir / "test" / "metrics.json").exists():
+        config = resolve_config(
+            "finetune",
+            preset=str(HERE / "configs" / "finetune.yaml"),
+            overrides={
+                "seed": seed,
+                "model": {"in_chans": n_bands},
+                "schedule": {"epochs": cfg.finetune_epochs},
+            },
+        )
+        last = last_checkpoint(run_dir)
+        if last is None and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_finetune(config, store, run_dir, encoder=encoder, resume=last is not None)
+    model, meta = load_segmenter_for_inference(best)
+    strips = predict_strips(product, model, meta, cfg.patch, cfg.predict_overlap, batch_size=32)
+    return np.concatenate([classes for classes, _, _ in strips])
+
+
+# --- the study ----------------------------------------------------------------------------
+
+
+def run_study(cfg: StudyConfig, data: Path, out: Path) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    gt = read_ground_truth(data)
+    splits = {seed: make_split(gt, seed, cfg.split) for seed in cfg.split_seeds}
+    for seed, split in splits.items():
+        table = split.pixel_counts(CLASS_NAMES)
+        (out / "splits").mkdir(exist_ok=True)
+        table.to_csv(out / "splits" / f"seed{seed}_pixel_counts.csv", index=False)
+        log(f"split seed {seed} (attempt {split.attempt}):\n{table.to_string(index=False)}")
+
+    for setting, bands in cfg.settings.items():
+        root = out / slug(setting)
+        product = open_scene(data, bands)
+        image_db = read_scene_db(product)
+        methods = methods_for(cfg, bands)
+
+        encoders: dict[str, Path] = {}
+        pretrain_store = root / "pretrain_store"
+        if (
+            any(m in PRETRAINING for m in methods)
+            and not (pretrain_store / "index.parquet").exists()
+        ):
+            write_pretrain_store(pretrain_store, product, image_db, cfg.patch, cfg.pretrain_stride)
+        for method in methods:
+            if method in PRETRAINING:
+                encoders[method] = pretrain(
+                    cfg, method, pretrain_store, root / "pretrain" / method, bands
+                )
+
+        features = None
+        for seed, split in splits.items():
+            names = [CLASS_NAMES[c] for c in split.scored]
+            for fraction in cfg.fractions:
+                tag = f"seed{seed}_{fraction_tag(fraction)}"
+                train = sample_label_fraction(split.labels["train"], fraction, seed)
+                labels = {**split.labels, "train": train}
+                store = root / "stores" / tag
+                for method in methods:
+                    run_dir = root / "runs" / method / tag
+                    if (run_dir / "results.json").exists():
+                        continue
+                    log(f"{setting} | {method} | {tag}")
+                    started = time.perf_counter()
+                    if method == "rf":
+                        if features is None:
+                            features = _cached_features(root / "features.npy", image_db)
+                        prediction = fit_predict(features, train, seed=seed, n_jobs=-1)
+                        prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
+                    else:
+                        if not (store / "index.parquet").exists():
+                            write_finetune_store(
+                                store, product, image_db, labels, split.scored,
+                                cfg.patch, cfg.train_stride, cfg.split.block_size,
+                            )  # fmt: skip
+                        prediction = finetune_and_predict(
+                            cfg, store, run_dir, encoders.get(method), seed, len(bands), product
+                        )
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    save_prediction(run_dir / "prediction.npz", prediction)
+                    result = {
+                        "setting": setting,
+                        "bands": bands,
+                        "method": method,
+                        "split_seed": seed,
+                        "fraction": fraction,
+                        "train_pixels": int((train != IGNORE).sum()),
+                        "seconds": round(time.perf_counter() - started, 1),
+                        "test": score_map(prediction, split.labels["test"], names),
+                        "val": score_map(prediction, split.labels["val"], names),
+                    }
+                    write_json(run_dir / "results.json", result)
+                    # Scored and mapped: the ~100 MB checkpoints are not needed any more.
+                    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+                    log(f"  test mIoU {result['test']['miou']:.4f}  OA "
+                        f"{result['test']['overall_accuracy']:.4f}")  # fmt: skip
+    return collect(out)
+
+
+def _cached_features(path: Path, image_db: np.ndarray) -> np.ndarray:
+    if path.exists():
+        return np.load(path)
+    features = local_statistics(image_db)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, features)
+    os.replace(tmp, path)
+    return features
+
+
+def collect(out: Path) -> pd.DataFrame:
+    """Every run's ``results.json`` as one row; written to results.csv and results.json."""
+    rows = []
+    for path in sorted(out.glob("*/runs/*/*/results.json")):
+        result = json.loads(path.read_text())
+        row = {k: result[k] for k in ("setting", "method", "split_seed", "fraction")}
+        row |= {"train_pixels": result["train_pixels"], "seconds": result["seconds"]}
+        for split in ("test", "val"):
+            scores = result[split]
+            row |= {
+                f"{split}_miou": scores["miou"],
+                f"{split}_oa": scores["overall_accuracy"],
+                f"{split}_macc": scores["mean_accuracy"],
+            }
+        row |= {f"iou_{n}": v["iou"] for n, v in result["test"]["per_class"].items()}
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "results.csv", index=False)
+    write_json(out / "results.json", rows)
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="study folder (resumable)")
+    parser.add_argument("--quick", action="store_true", help="run configs/quick.yaml")
+    parser.add_argument("--config", type=Path, help="another study plan (YAML) to run")
+    shared = Path(os.environ.get("ALOS2FM_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser.add_argument(
+        "--data", type=Path, default=shared / "flevoland_airsar_lband_t3", help="scene folder"
+    )
+    args = parser.parse_args()
+    plan = args.config or HERE / "configs" / ("quick.yaml" if args.quick else "full.yaml")
+    cfg = StudyConfig.model_validate(yaml.safe_load(plan.read_text()))
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    started = time.perf_counter()
+    table = run_study(cfg, args.data, args.out)
+    log(f"{len(table)} runs in {args.out} ({(time.perf_counter() - started) / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
