@@ -22,7 +22,7 @@ matrix (``alos2fm.evaluation.metrics``). The Random Forest's map is scored the s
 Outputs under ``--out`` (every run writes ``results.json`` last and atomically; a run whose
 ``results.json`` exists is skipped, so an interrupted study resumes where it stopped)::
 
-    config.yaml                              the resolved study configuration
+    config.yaml, data.json                   the resolved study configuration, the scene used
     splits/seed<S>_pixel_counts.csv          labelled pixels per class and split
     <setting>/pretrain_store/                whole-scene patch store (unlabelled)
     <setting>/pretrain/<method>/             pretraining run folders (encoder, figures)
@@ -227,6 +227,7 @@ def finetune_and_predict(
 def run_study(cfg: StudyConfig, data: Path, out: Path) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_json(out / "data.json", {"data": str(data.resolve())})
     gt = read_ground_truth(data)
     splits = {seed: make_split(gt, seed, cfg.split) for seed in cfg.split_seeds}
     for seed, split in splits.items():
