@@ -473,4 +473,9 @@ def predict_scene(
     from alos2fm.products import open_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
-    return predict_product(open_product(product_path), model, meta, out, options)
+    product = open_product(product_path)
+    try:
+        return predict_product(product, model, meta, out, options)
+    finally:
+        if callable(close := getattr(product, "close", None)):  # GeoTIFF readers hold a file
+            close()
