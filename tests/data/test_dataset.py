@@ -82,6 +82,16 @@ def test_label_fraction_is_a_seeded_subset(tmp_path):
         PatchDataset(tmp_path, label_fraction=0.0)
 
 
+def test_label_fractions_are_nested(tmp_path):
+    _make_store(tmp_path)
+    kept = [
+        set(PatchDataset(tmp_path, split=None, label_fraction=f, seed=3).positions)
+        for f in (0.2, 0.4, 0.6, 1.0)
+    ]
+    assert [len(k) for k in kept] == [1, 2, 3, 5]
+    assert kept[0] <= kept[1] <= kept[2] <= kept[3]
+
+
 def test_dataloader_with_worker_processes(tmp_path):
     _make_store(tmp_path)
     dataset = PatchDataset(tmp_path, split="train")

@@ -42,7 +42,9 @@ class PatchDataset(Dataset):
     ``bands`` picks bands by name (default all, in store order). ``with_labels``: None
     uses labels when the store has them, True requires them, False ignores them.
     ``label_fraction`` keeps a seeded random subset of that share of the split's patches
-    (at least one), for few-label experiments; the same ``seed`` gives the same subset.
+    (at least one), for few-label experiments. Subsets are nested: with the same ``seed``,
+    the patches kept at 1 % are among those kept at 5 %, and so on (a prefix of one seeded
+    permutation), so label-efficiency curves compare like with like.
     """
 
     def __init__(
@@ -64,8 +66,8 @@ class PatchDataset(Dataset):
             if not 0.0 < label_fraction <= 1.0:
                 raise ValueError(f"label_fraction must be in (0, 1], got {label_fraction}")
             keep = max(1, round(label_fraction * len(positions))) if len(positions) else 0
-            chosen = np.random.default_rng(seed).choice(len(positions), keep, replace=False)
-            positions = positions[np.sort(chosen)]
+            order = np.random.default_rng(seed).permutation(len(positions))
+            positions = positions[np.sort(order[:keep])]
         self.positions = positions
         self.index = index.iloc[positions].reset_index(drop=True)
 
