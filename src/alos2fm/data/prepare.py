@@ -607,6 +607,8 @@ def _assemble(
     plot_distribution(distribution, partial / "class_distribution.png", colors)
     stats = _copy_patches(chosen, partial, scenes[0].bands, cfg, num_classes)
     stats["class_names"] = [names[i] for i in range(num_classes)] if num_classes else None
+    # Colours travel with the dataset so that maps and figures downstream use the remap's.
+    stats["class_colours"] = [list(colors[i]) for i in range(num_classes)] if num_classes else None
     store.write_stats(partial, stats)
     (partial / "config.yaml").write_text(
         yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
