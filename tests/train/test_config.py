@@ -86,6 +86,7 @@ def test_paper_seg_is_the_published_recipe():
     cfg = resolve_config("finetune", "paper-seg")
     _swin_b_at_256(cfg.model)
     assert cfg.model.drop_path_rate == 0.1 and cfg.decoder == "upernet"
+    assert cfg.decoder_channels == 256
     assert (cfg.loss.name, cfg.loss.class_weights) == ("dice_focal", "stats")
     s = cfg.schedule
     assert (s.epochs, s.warmup_epochs, s.kind, s.train_epochs) == (100, 20, "cosine", 100)

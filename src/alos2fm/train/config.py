@@ -203,6 +203,7 @@ class FinetuneConfig(_Frozen):
     seed: int = 0
     model: EncoderConfig = EncoderConfig(drop_path_rate=0.1)
     decoder: Literal["upernet"] = "upernet"
+    decoder_channels: int = Field(256, ge=8)  # UPerNet fusion width (the paper's: 256)
     loss: LossConfig = LossConfig()
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig(base_lr=1.25e-4, layer_decay=0.8)

@@ -99,7 +99,7 @@ class FinetuneModule(L.LightningModule):
             model={
                 "encoder": cfg.model.encoder_kwargs(),
                 "num_classes": len(classes["names"]),
-                "decoder_channels": 256,
+                "decoder_channels": cfg.decoder_channels,
             },
             data=normalisation.as_dict() | {"patch_size": cfg.model.img_size, "units": "dB"},
             classes=classes,
