@@ -1,6 +1,6 @@
 """Regenerate the figures and numbers of docs/tutorial.md by running its commands.
 
-    python scripts/make_tutorial_figures.py [--work DIR] [--epochs 4]
+    python scripts/make_tutorial_figures.py [--work DIR] [--epochs 10]
 
 Runs the tutorial's pipeline on the synthetic product with the CPU presets, through the
 same ``alos2fm`` commands the guide shows (as subprocesses, so what the guide says is what
@@ -8,7 +8,7 @@ ran): synth -> info -> prepare -> pretrain (SAR-W-SimMIM) -> finetune (pretraine
 random init) -> evaluate -> predict. It then copies the figures to ``docs/figures/``,
 writes ``docs/figures/tutorial_numbers.json``, and rewrites the generated block of
 ``docs/tutorial.md`` (between ``<!-- generated:begin -->`` and ``<!-- generated:end -->``)
-with the measured numbers. About 10 minutes on a 2-core CPU.
+with the measured numbers. About 15 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def test_scores(run: Path) -> dict:
 
 def run_pipeline(work: Path, epochs: int) -> dict:
     numbers: dict = {"epochs": epochs}
-    printed = alos2fm("synth", "--out", str(work / "synth"), "--size", "1024", "--seed", "0")
+    printed = alos2fm("synth", "--out", str(work / "synth"), "--size", "2048", "--seed", "0")
     paths = dict(re.findall(r"SYNTHETIC (product|land cover): (.+)", printed))
     product, landcover = paths["product"].strip(), paths["land cover"].strip()
     numbers["product"] = Path(product).name
@@ -97,7 +97,7 @@ def run_pipeline(work: Path, epochs: int) -> dict:
         "--patch-size", "64", "--stride", "64", "--balance", "forest_capped",
         "--block-size", "256", "--buffer", "64", "--seed", "0", "--no-progress",
     )  # fmt: skip
-    numbers["prepare"] = printed.strip()
+    numbers["prepare"] = printed.strip().split(" written to ")[0]  # without the local path
     stats = json.loads((data / "stats.json").read_text())
     numbers["stats"] = {
         "mean_db": [round(v, 2) for v in stats["mean_db"]],
@@ -154,7 +154,7 @@ def generated_block(numbers: dict) -> str:
         [
             BEGIN,
             f"Measured by `scripts/make_tutorial_figures.py` ({numbers['epochs']} epochs per "
-            "stage, CPU presets, synthetic 1024 × 1024 scene):",
+            "stage, CPU presets, synthetic 2048 × 2048 scene):",
             "",
             "| step | measured |",
             "|---|---|",
@@ -180,7 +180,7 @@ def generated_block(numbers: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs of each training stage")
+    parser.add_argument("--epochs", type=int, default=10, help="epochs of each training stage")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="alos2fm-tutorial-") as scratch:
         work = args.work or Path(scratch)

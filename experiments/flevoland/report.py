@@ -62,6 +62,8 @@ def _mean_std(values: pd.Series) -> str:
 
 
 def _markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_(no runs to compare yet)_"
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "---|" * len(table.columns)
     rows = ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]

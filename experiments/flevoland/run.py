@@ -332,7 +332,9 @@ def collect(out: Path) -> pd.DataFrame:
         row |= {f"iou_{n}": v["iou"] for n, v in result["test"]["per_class"].items()}
         rows.append(row)
     table = pd.DataFrame(rows)
-    table.to_csv(out / "results.csv", index=False)
+    tmp = out / ".results.csv.tmp"
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out / "results.csv")
     write_json(out / "results.json", rows)
     return table
 
