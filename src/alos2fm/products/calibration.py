@@ -22,12 +22,25 @@ DEFAULT_CF_DB = -83.0
 SLC_ADJUSTMENT_DB = 32.0  # "A" of the L1.1 formula
 
 
-def dn_to_db(dn: np.ndarray, cf: float = DEFAULT_CF_DB) -> np.ndarray:
-    """Amplitude DN (uint16, L1.5/L2.1/mosaic) -> float32 dB = 10·log10(DN²) + CF; DN 0 -> NaN."""
-    amplitude = np.asarray(dn, dtype=np.float32)
-    amplitude = np.where(amplitude > 0, amplitude, np.float32(np.nan))
+def dn_to_db(
+    dn: np.ndarray, cf: float = DEFAULT_CF_DB, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Amplitude DN (uint16, L1.5/L2.1/mosaic) -> float32 dB = 10·log10(DN²) + CF; DN 0 -> NaN.
+
+    ``out``: a float32 array of ``dn``'s shape to fill (and return) instead of a new one.
+    """
+    dn = np.asarray(dn)
+    db = np.empty(dn.shape, np.float32) if out is None else out
+    # Computed in place in float32: this runs on every pixel of every scene, and each
+    # temporary array would cost a pass over memory as long as the arithmetic itself.
+    np.copyto(db, dn, casting="unsafe")
+    with np.errstate(divide="ignore", invalid="ignore"):  # DN 0 -> -inf, DN < 0 -> NaN
+        np.log10(db, out=db)
     # 20·log10(DN) is 10·log10(DN²) without forming DN² (up to 4.3e9 for uint16).
-    return (20.0 * np.log10(amplitude) + np.float32(cf)).astype(np.float32)
+    db *= np.float32(20.0)
+    db += np.float32(cf)
+    np.copyto(db, np.float32(np.nan), where=db == -np.inf)  # DN 0: no data
+    return db
 
 
 def slc_to_db(samples: np.ndarray, cf: float = DEFAULT_CF_DB) -> np.ndarray:

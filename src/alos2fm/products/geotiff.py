@@ -194,7 +194,7 @@ class DnGeoTiffProduct:
         """float32 (bands, height, width) sigma0 in dB; NaN where DN = 0 (no data)."""
         out = np.empty((len(self.paths), window.height, window.width), np.float32)
         for i, path in enumerate(self.paths):
-            out[i] = dn_to_db(self._rasters.read(path, window), self.calibration_factor)
+            dn_to_db(self._rasters.read(path, window), self.calibration_factor, out=out[i])
         return out
 
     def close(self) -> None:
@@ -269,7 +269,7 @@ class MosaicTileProduct:
         """float32 (bands, height, width) gamma0 in dB; NaN for no data, layover, shadow."""
         out = np.empty((len(self.paths), window.height, window.width), np.float32)
         for i, path in enumerate(self.paths):
-            out[i] = dn_to_db(self._rasters.read(path, window), DEFAULT_CF_DB)
+            dn_to_db(self._rasters.read(path, window), DEFAULT_CF_DB, out=out[i])
         if self.mask_path is not None:
             mask = self._rasters.read(self.mask_path, window)
             out[:, np.isin(mask, MASK_INVALID)] = np.nan
