@@ -154,18 +154,20 @@ def link_patch(source: str | Path, source_at: int, dest: str | Path, dest_at: in
     (never written, or equal to the fill value) stays absent, which reads the same.
     """
     for name in (IMAGES, LABELS):
-        source_dir, dest_dir = Path(source) / name, Path(dest) / name
+        dest_dir = Path(dest) / name
         if not dest_dir.exists():
             continue
         rest = ".0" * (3 if name == IMAGES else 2)
-        chunk = source_dir / f"{source_at}{rest}"
-        if not chunk.exists():
-            continue
+        chunk = Path(source) / name / f"{source_at}{rest}"
         target = dest_dir / f"{dest_at}{rest}"
-        target.unlink(missing_ok=True)
+        # Try the link first and deal with the rare cases after: a store holds thousands
+        # of patches, and checking first would cost extra system calls for each.
         try:
             os.link(chunk, target)
-        except OSError:
+        except FileNotFoundError:  # never written in the source
+            continue
+        except OSError:  # the target exists already, or links are not possible here
+            target.unlink(missing_ok=True)  # it may be a link: never write through it
             shutil.copyfile(chunk, target)
 
 
@@ -221,29 +223,27 @@ class BandMoments:
     """Per band: count of valid pixels, sum and sum of squares of their dB values, for
     any region of one array, e.g. each patch of a strip of patches.
 
-    ``image_db`` (C, H, W) with NaN for no data. Squares are taken in float32, which is
-    exact for float16 patch values (11-bit significands square to at most 22 bits), and
-    summed in float64.
+    ``image_db`` (C, H, W) with NaN for no data. Values are held in float64, where float16
+    and float32 values, and the squares of float16 values, are exact; a region's sum of
+    squares is one fused multiply-sum (``einsum``) rather than a squared copy and a sum,
+    since this runs over every pixel that ``prepare`` stores.
     """
 
     def __init__(self, image_db: np.ndarray):
-        values = image_db.astype(np.float32)
-        self._valid = ~np.isnan(values)
-        values[~self._valid] = 0.0
+        values = np.array(image_db, dtype=np.float64)  # a copy: NaN is zeroed below
+        self._missing = np.isnan(values)
+        np.copyto(values, 0.0, where=self._missing)
         self._values = values
-        self._squares = np.square(values)
 
     def of(
         self, rows: slice = slice(None), cols: slice = slice(None)
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(count, sum, sum of squares), each shape (C,), over ``[:, rows, cols]``."""
         region = (slice(None), rows, cols)
-        axes = (1, 2)
-        return (
-            self._valid[region].sum(axis=axes),
-            self._values[region].sum(axis=axes, dtype=np.float64),
-            self._squares[region].sum(axis=axes, dtype=np.float64),
-        )
+        values = self._values[region]
+        missing = self._missing[region]
+        count = np.array([band.size - np.count_nonzero(band) for band in missing])
+        return count, values.sum(axis=(1, 2)), np.einsum("chw,chw->c", values, values)
 
 
 def band_moments(image_db: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
