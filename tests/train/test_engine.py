@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from lightning.pytorch.callbacks import Callback
 
@@ -62,3 +63,7 @@ def test_resume_replays_an_uninterrupted_run(tiny_store, tmp_path):
     # The LR schedule continued too (same LR after the last step).
     lr = [t.optimizers[0].param_groups[0]["lr"] for t in (full, resumed)]
     assert lr[0] == lr[1] > 0
+    # The CSV log of the resumed run still holds the first session's steps.
+    log = pd.read_csv(tmp_path / "split" / "logs" / "metrics.csv")
+    logged = set(log["step"][log["train/loss_step"].notna()])
+    assert set(range(0, 8)) <= logged

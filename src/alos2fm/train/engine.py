@@ -35,6 +35,7 @@ and drop path. A resumed run therefore draws the same numbers as an uninterrupte
 
 from __future__ import annotations
 
+import csv
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,8 +43,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from alos2fm.train.config import TrainerConfig
 
@@ -117,7 +120,7 @@ def build_trainer(
             )
         )
     loggers = [
-        CSVLogger(run_dir, name="logs", version=""),
+        _AppendingCSVLogger(run_dir, name="logs", version=""),
         TensorBoardLogger(run_dir, name="tensorboard", version="", default_hp_metric=False),
     ]
     precision = "32-true" if cfg.precision == "32" else cfg.precision
@@ -150,3 +153,27 @@ def effective_batch(trainer: L.Trainer, batch_size: int) -> int:
 def steps_per_epoch(trainer: L.Trainer) -> int:
     """Optimiser steps in one epoch, as Lightning will run them (limits and accumulation)."""
     return max(1, int(trainer.estimated_stepping_batches) // max(1, trainer.max_epochs))
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv; a resumed run appends to it.
+
+    The existing header is adopted so that new rows line up with the old columns.
+    """
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = next(csv.reader(file), [])
+
+
+class _AppendingCSVLogger(CSVLogger):
+    """``CSVLogger`` whose log covers the whole run across ``--resume`` (and so its curves)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
