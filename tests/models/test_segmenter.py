@@ -15,9 +15,9 @@ from alos2fm.models.segmenter import (
     WeightsError,
     build_segmenter,
     encoder_layer_ids,
-    layer_decay_groups,
     load_encoder_weights,
 )
+from alos2fm.train.optim import layer_decay_groups
 
 TINY_SWIN = dict(arch="swin_tiny", embed_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2])
 

@@ -13,7 +13,8 @@ what legitimately differs between pretraining and fine-tuning (window size -> re
 position tables, input size -> absolute position embeddings, both bicubic) and refusing
 what means a wrong file (other channel count, other widths, most keys missing).
 
-``layer_decay_groups`` gives AdamW parameter groups for layer-wise LR decay.
+``encoder_layer_ids`` numbers parameters by depth for layer-wise LR decay
+(``alos2fm.train.optim.layer_decay_groups``).
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from alos2fm.models.backbones import (
     encoder_no_weight_decay,
 )
 from alos2fm.models.upernet import UPerNetDecoder
-from alos2fm.train.optim import weight_decay_groups
 
 log = logging.getLogger(__name__)
 
@@ -165,46 +165,6 @@ def encoder_layer_ids(segmenter: Segmenter) -> tuple[dict[str, int], int]:
         inner = name.removeprefix("encoder.")
         ids[name] = encoder_id(inner) if inner != name else num_blocks + 1
     return ids, num_blocks + 1
-
-
-def layer_decay_groups(
-    segmenter: Segmenter, base_lr: float, weight_decay: float, decay: float = 0.8
-) -> list[dict[str, Any]]:
-    """AdamW parameter groups with layer-wise LR decay (BEiT-style).
-
-    A parameter with layer id ``i`` (see :func:`encoder_layer_ids`; decoder = ``L``) gets
-    ``lr_scale = decay ** (L - i)``: the decoder trains at ``base_lr``, the last encoder
-    block at ``decay * base_lr``, the patch embedding at ``decay ** L * base_lr``.
-    Weight decay follows :func:`alos2fm.train.optim.weight_decay_groups` (none on norms,
-    biases, position embeddings and tables).
-
-    Returns one dict per (layer, decay/no-decay) with keys ``params``, ``weight_decay``,
-    ``lr_scale``, ``lr`` (= base_lr x lr_scale) and ``name`` (``"layer3_decay"``), ready
-    for ``torch.optim.AdamW`` or :func:`alos2fm.train.optim.build_optimizer`, which sets
-    ``lr`` from ``lr_scale`` itself.
-    """
-    ids, num_layers = encoder_layer_ids(segmenter)
-    decayed = weight_decay_groups(segmenter, weight_decay)[0]["params"]
-    decayed_ids = {id(p) for p in decayed}
-    groups: dict[str, dict[str, Any]] = {}
-    for name, param in segmenter.named_parameters():
-        if not param.requires_grad:
-            continue
-        layer = ids[name]
-        kind = "decay" if id(param) in decayed_ids else "no_decay"
-        scale = decay ** (num_layers - layer)
-        group = groups.setdefault(
-            f"layer{layer}_{kind}",
-            {
-                "params": [],
-                "weight_decay": weight_decay if kind == "decay" else 0.0,
-                "lr_scale": scale,
-                "lr": base_lr * scale,
-                "name": f"layer{layer}_{kind}",
-            },
-        )
-        group["params"].append(param)
-    return list(groups.values())
 
 
 # --- loading a pretrained encoder ---------------------------------------------------------

@@ -28,7 +28,7 @@ from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
 from alos2fm.train.engine import CHECKPOINTS, build_trainer, seed_run
-from alos2fm.train.optim import configure_adamw, weight_decay_groups
+from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,6 @@ class FinetuneModule(L.LightningModule):
         self.test_scores = self._log_scores(self.test_matrix, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        from alos2fm.models.segmenter import layer_decay_groups
 
         optim = self.cfg.optim
         if optim.layer_decay is None:

@@ -112,3 +112,45 @@ def configure_adamw(
     optimizer = build_optimizer(groups, optim, lr)
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch(trainer))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def layer_decay_groups(
+    segmenter: nn.Module, base_lr: float, weight_decay: float, decay: float = 0.8
+) -> list[dict[str, Any]]:
+    """AdamW parameter groups with layer-wise LR decay (BEiT-style).
+
+    A parameter with layer id ``i`` (see ``alos2fm.models.segmenter.encoder_layer_ids``;
+    decoder = ``L``) gets ``lr_scale = decay ** (L - i)``: the decoder trains at ``base_lr``, the last encoder
+    block at ``decay * base_lr``, the patch embedding at ``decay ** L * base_lr``.
+    Weight decay follows :func:`weight_decay_groups` (none on norms,
+    biases, position embeddings and tables).
+
+    Returns one dict per (layer, decay/no-decay) with keys ``params``, ``weight_decay``,
+    ``lr_scale``, ``lr`` (= base_lr x lr_scale) and ``name`` (``"layer3_decay"``), ready
+    for ``torch.optim.AdamW`` or :func:`build_optimizer`, which sets
+    ``lr`` from ``lr_scale`` itself.
+    """
+    from alos2fm.models.segmenter import encoder_layer_ids
+
+    ids, num_layers = encoder_layer_ids(segmenter)
+    decayed = weight_decay_groups(segmenter, weight_decay)[0]["params"]
+    decayed_ids = {id(p) for p in decayed}
+    groups: dict[str, dict[str, Any]] = {}
+    for name, param in segmenter.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = ids[name]
+        kind = "decay" if id(param) in decayed_ids else "no_decay"
+        scale = decay ** (num_layers - layer)
+        group = groups.setdefault(
+            f"layer{layer}_{kind}",
+            {
+                "params": [],
+                "weight_decay": weight_decay if kind == "decay" else 0.0,
+                "lr_scale": scale,
+                "lr": base_lr * scale,
+                "name": f"layer{layer}_{kind}",
+            },
+        )
+        group["params"].append(param)
+    return list(groups.values())
