@@ -120,8 +120,9 @@ def layer_decay_groups(
     """AdamW parameter groups with layer-wise LR decay (BEiT-style).
 
     A parameter with layer id ``i`` (see ``alos2fm.models.segmenter.encoder_layer_ids``;
-    decoder = ``L``) gets ``lr_scale = decay ** (L - i)``: the decoder trains at ``base_lr``, the last encoder
-    block at ``decay * base_lr``, the patch embedding at ``decay ** L * base_lr``.
+    decoder = ``L``) gets ``lr_scale = decay ** (L - i)``: the decoder trains at
+    ``base_lr``, the last encoder block at ``decay * base_lr``, the patch embedding at
+    ``decay ** L * base_lr``.
     Weight decay follows :func:`weight_decay_groups` (none on norms,
     biases, position embeddings and tables).
 
