@@ -106,7 +106,12 @@ def test_cli_finetune_from_pretrained_encoder_then_evaluate(tiny_store, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "loaded" in (ft / "encoder_load.txt").read_text()
-    for name in ("checkpoints/best.ckpt", "test/confusion_matrix.png", "test/per_class_iou.png"):
+    for name in (
+        "checkpoints/best.ckpt",
+        "test/confusion_matrix.png",
+        "test/per_class_iou.png",
+        "figures/training_curves.png",
+    ):
         assert (ft / name).is_file(), name
     scores = json.loads((ft / "test/metrics.json").read_text())
     # Every labelled test pixel is scored exactly once (none skipped, none duplicated).

@@ -215,7 +215,19 @@ def run_finetune(
     trainer.test(module, datamodule=dm, ckpt_path=best)
     if trainer.is_global_zero:
         write_test_report(module, out / "test", best)
+        _plot_training_curves(out)
     return best
+
+
+def _plot_training_curves(run: Path) -> None:
+    """``figures/training_curves.png``: losses by step, validation scores by epoch."""
+    from alos2fm.evaluation.figures import plot_loss_curves
+
+    metrics = run / "logs" / "metrics.csv"
+    if metrics.is_file():
+        out = run / "figures" / "training_curves.png"
+        out.parent.mkdir(exist_ok=True)
+        plot_loss_curves(metrics, out, title=f"fine-tuning: {run.name}")
 
 
 def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:

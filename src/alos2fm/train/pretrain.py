@@ -142,7 +142,8 @@ class PretrainModule(L.LightningModule):
 
         metrics = self.run_dir / "logs" / "metrics.csv"
         if metrics.is_file():
-            plot_loss_curves(metrics, self.run_dir / FIGURES / "loss_curve.png")
+            title = f"{self.cfg.method} ({self.cfg.weighting.kind} weighting): {self.run_dir.name}"
+            plot_loss_curves(metrics, self.run_dir / FIGURES / "loss_curve.png", title=title)
 
     @rank_zero_only
     def export_encoder(self) -> Path:
