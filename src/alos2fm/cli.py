@@ -94,22 +94,33 @@ def prepare(
     remap: Annotated[
         str | None, typer.Option("--remap", help="Class remap table: shipped name or YAML file.")
     ] = None,
-    patch_size: Annotated[int | None, typer.Option("--patch-size", help="Patch side, px.")] = None,
-    stride: Annotated[int | None, typer.Option("--stride", help="Patch grid step, px.")] = None,
+    patch_size: Annotated[
+        int | None, typer.Option("--patch-size", help="Patch side, px [default: 256].")
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option("--stride", help="Patch grid step, px [default: 256].")
+    ] = None,
     max_nodata: Annotated[
-        float | None, typer.Option("--max-nodata", help="Drop patches with more no data (0-1).")
+        float | None,
+        typer.Option("--max-nodata", help="Drop patches with more no data (0-1) [default: 0.1]."),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", help="Processes cutting scenes in parallel.")
+        int | None,
+        typer.Option("--workers", help="Processes cutting scenes in parallel [default: 1]."),
     ] = None,
     dask_scheduler: Annotated[
         str | None,
         typer.Option("--dask-scheduler", help="Run scene tasks on this Dask cluster (address)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Balancing and split seed.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Balancing and split seed [default: 0].")
+    ] = None,
     balance: Annotated[
         str | None,
-        typer.Option("--balance", help="Balance preset (no_forest, forest_capped) or YAML file."),
+        typer.Option(
+            "--balance",
+            help="Balance preset (no_forest, forest_capped) or YAML file [default: keep all].",
+        ),
     ] = None,
     cap: Annotated[
         _ListOpt,
@@ -119,13 +130,14 @@ def prepare(
         _ListOpt, typer.Option("--exclude-class", help="Class id or name to leave out.")
     ] = None,
     block_size: Annotated[
-        float | None, typer.Option("--block-size", help="Split block side, px.")
+        float | None, typer.Option("--block-size", help="Split block side, px [default: 4096].")
     ] = None,
     buffer: Annotated[
-        float | None, typer.Option("--buffer", help="Minimum gap between splits, px.")
+        float | None,
+        typer.Option("--buffer", help="Minimum gap between splits, px [default: 256]."),
     ] = None,
     split_fractions: Annotated[
-        str | None, typer.Option("--split-fractions", help="train,val,test e.g. 0.8,0.1,0.1.")
+        str | None, typer.Option("--split-fractions", help="train,val,test [default: 0.8,0.1,0.1].")
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML config; options given here override it.")
