@@ -1,6 +1,6 @@
 """Regenerate the figures and numbers of docs/tutorial.md by running its commands.
 
-    python scripts/make_tutorial_figures.py [--work DIR] [--epochs 10]
+    python scripts/make_tutorial_figures.py [--work DIR] [--epochs 25]
 
 Runs the tutorial's pipeline on the synthetic product with the CPU presets, through the
 same ``alos2fm`` commands the guide shows (as subprocesses, so what the guide says is what
@@ -8,7 +8,7 @@ ran): synth -> info -> prepare -> pretrain (SAR-W-SimMIM) -> finetune (pretraine
 random init) -> evaluate -> predict. It then copies the figures to ``docs/figures/``,
 writes ``docs/figures/tutorial_numbers.json``, and rewrites the generated block of
 ``docs/tutorial.md`` (between ``<!-- generated:begin -->`` and ``<!-- generated:end -->``)
-with the measured numbers. About 15 minutes on a 2-core CPU.
+with the measured numbers. About 10 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def generated_block(numbers: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, help="working folder (default: a temporary one)")
-    parser.add_argument("--epochs", type=int, default=10, help="epochs of each training stage")
+    parser.add_argument("--epochs", type=int, default=25, help="epochs of each training stage")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="alos2fm-tutorial-") as scratch:
         work = args.work or Path(scratch)
