@@ -286,7 +286,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                 rows.append(row)
             if images:
                 start = len(rows) - len(images)
-                arrays.images[start : len(rows)] = np.stack(images)
+                store.write_image_chunks(task.staging, start, np.stack(images))
                 if patch_labels:
                     arrays.labels[start : len(rows)] = np.stack(patch_labels)
             bar.update(len(batch))

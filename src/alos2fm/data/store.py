@@ -144,6 +144,24 @@ def resize_patch_arrays(arrays: PatchArrays, n_patches: int) -> None:
         arrays.labels.resize((n_patches, *arrays.labels.shape[1:]))
 
 
+def write_image_chunks(root: str | Path, start: int, images: np.ndarray) -> None:
+    """Write ``images`` (n, C, P, P) dB as patches ``start`` .. ``start + n - 1`` of the
+    images array that ``create_patch_arrays`` made under ``root``.
+
+    That array's chunks are single uncompressed patches without filters, so in Zarr
+    format 2 a chunk file holds exactly the patch's bytes in C order as ``<f2``; they are
+    written straight to ``"<i>.0.0.0"``. This skips zarr's per-chunk machinery (event
+    loop, thread hand-off, a temporary file and a rename per chunk), which costs as much
+    CPU as the write itself. The files are not written atomically: use it for staging,
+    whose completeness a task's ``done.json`` marks, not to update a published store.
+    """
+    folder = Path(root) / IMAGES
+    patches = np.asarray(images, dtype=np.dtype(PATCH_DTYPE).newbyteorder("<"))
+    for offset, patch in enumerate(patches):
+        with open(folder / f"{start + offset}.0.0.0", "wb") as chunk:
+            chunk.write(np.ascontiguousarray(patch).data)
+
+
 def link_patch(source: str | Path, source_at: int, dest: str | Path, dest_at: int) -> None:
     """Make patch ``dest_at`` of store ``dest`` a copy of patch ``source_at`` of ``source``.
 
