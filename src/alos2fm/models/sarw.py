@@ -104,11 +104,12 @@ def weights_from_source(
 def weighted_masked_mean(error: Tensor, mask: Tensor, weight: Tensor | None = None) -> Tensor:
     """Mean per-pixel error over the masked pixels, each pixel scaled by its weight.
 
-    Computes ``sum(weight * error * mask) / N`` with ``N`` the number of masked (pixel,
-    channel) pairs whose weight is not 0 (``sum(mask) * C`` without weights or no data):
-    the denominator does not include the weight values, so a SAR-W loss is the plain masked
-    mean of ``weight * error`` (values up to e times the unweighted loss), as in the
-    published method, and no-data pixels (weight 0) neither add error nor dilute the mean.
+    Computes ``sum(weight * error * mask) / (sum(mask) * C)``: the denominator counts masked
+    pixels times channels and does not include the weights, so a SAR-W loss is the plain
+    masked mean of ``weight * error`` (values up to e times the unweighted loss), as in the
+    published method. No-data pixels (weight 0) add no error but stay in the count: the
+    count then depends only on the mask, the same on every process, so the gradient
+    averaged over DDP processes equals the one-process gradient exactly.
 
     Args:
         error: per-pixel error (e.g. |pred - target| or its square), shape (B, C, H, W).
@@ -118,8 +119,7 @@ def weighted_masked_mean(error: Tensor, mask: Tensor, weight: Tensor | None = No
     Returns:
         A scalar tensor.
     """
-    if weight is None:
-        weighted, counted = error, mask.expand_as(error)
-    else:
-        weighted, counted = error * weight, mask * (weight > 0)
-    return (weighted * mask).sum() / counted.sum().clamp_min(1.0)
+    channels = error.shape[1]
+    weighted = error if weight is None else error * weight
+    denominator = mask.sum().clamp_min(1.0) * channels
+    return (weighted * mask).sum() / denominator
