@@ -64,6 +64,19 @@ def test_cli_pretrain_writes_the_run_folder(tiny_store, tmp_path, method):
     assert torch.equal(encoder.state_dict()[name], trained[f"model.encoder.{name}"])
 
 
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed"])
+def test_cli_pretrain_clips_gradients_at_every_precision(tiny_store, tmp_path, precision):
+    # The fused optimiser used at full precision must not meet mixed precision's unscaling.
+    run = tmp_path / "run"
+    args = ["pretrain", "--data", str(tiny_store), "--out", str(run), "--method", "simmim"]
+    args += ["--preset", "cpu-tiny-simmim", "--precision", precision, *FAST]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = resolve_config("pretrain", "cpu-tiny-simmim")
+    assert cfg.trainer.gradient_clip_val > 0
+    assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
+
+
 def test_run_folder_is_not_mixed_up(tiny_store, tmp_path):
     cfg = resolve_config("pretrain", "cpu-tiny-simmim", ["schedule.epochs=1", "data.batch_size=4"])
     with pytest.raises(RunFolderError, match="nothing to resume"):
