@@ -201,6 +201,19 @@ _Set = Annotated[
 ]
 
 
+def _run_flags(devices, num_nodes, accelerator, strategy, precision, epochs, batch_size) -> dict:
+    """Config keys of the options that pretrain and finetune share."""
+    return {
+        "trainer.devices": devices,
+        "trainer.num_nodes": num_nodes,
+        "trainer.accelerator": accelerator,
+        "trainer.strategy": strategy,
+        "trainer.precision": precision,
+        "schedule.epochs": epochs,
+        "data.batch_size": batch_size,
+    }
+
+
 def _training_config(
     stage: str, preset: str | None, out: Path, resume: bool, flags: dict, sets: list[str] | None
 ):
@@ -240,17 +253,9 @@ def pretrain(
     """Self-supervised pretraining (SimMIM or MixMAE, optionally SAR-W weighted)."""
     from alos2fm.train.pretrain import run_pretrain
 
-    flags = {
-        "method": method,
-        "weighting.kind": weighting,
-        "trainer.devices": devices,
-        "trainer.num_nodes": num_nodes,
-        "trainer.accelerator": accelerator,
-        "trainer.strategy": strategy,
-        "trainer.precision": precision,
-        "schedule.epochs": epochs,
-        "data.batch_size": batch_size,
-    }
+    flags = {"method": method, "weighting.kind": weighting} | _run_flags(
+        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size
+    )
     cfg = _training_config("pretrain", preset, out, resume, flags, set_)
     encoder = run_pretrain(cfg, data, out, resume=resume)
     print(f"encoder written to {encoder}")
@@ -284,16 +289,9 @@ def finetune(
     """Fine-tune encoder + UPerNet for segmentation; score the test split with the best epoch."""
     from alos2fm.train.finetune import run_finetune
 
-    flags = {
-        "data.label_fraction": label_fraction,
-        "trainer.devices": devices,
-        "trainer.num_nodes": num_nodes,
-        "trainer.accelerator": accelerator,
-        "trainer.strategy": strategy,
-        "trainer.precision": precision,
-        "schedule.epochs": epochs,
-        "data.batch_size": batch_size,
-    }
+    flags = {"data.label_fraction": label_fraction} | _run_flags(
+        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size
+    )
     cfg = _training_config("finetune", preset, out, resume, flags, set_)
     best = run_finetune(cfg, data, out, encoder=encoder, resume=resume)
     print(f"best checkpoint {best}; test scores in {out / 'test' / 'metrics.json'}")

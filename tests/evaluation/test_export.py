@@ -20,23 +20,10 @@ from alos2fm.evaluation.predict import (
     save_inference_checkpoint,
 )
 from alos2fm.models.segmenter import build_segmenter
+from tests.tiny_models import TINY_SEGMENTER
 
-TINY_MODEL = {
-    "encoder": {
-        "arch": "swin_tiny",
-        "in_chans": 1,
-        "img_size": 32,
-        "window_size": 2,
-        "ape": True,
-        "embed_dim": 8,
-        "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 2, 2],
-    },
-    "num_classes": 3,
-    "decoder_channels": 8,
-}
 META = InferenceMeta(
-    model=TINY_MODEL,
+    model=TINY_SEGMENTER,
     bands=("HH",),
     mean_db=(-10.4327,),
     std_db=(5.8041,),
@@ -49,7 +36,7 @@ META = InferenceMeta(
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
     torch.manual_seed(0)
-    model = build_segmenter(TINY_MODEL).eval()
+    model = build_segmenter(TINY_SEGMENTER).eval()
     path = tmp_path_factory.mktemp("export") / "best.ckpt"
     return model, save_inference_checkpoint(model, META, path)
 
@@ -86,7 +73,7 @@ def test_safetensors_hold_the_weights_and_the_metadata(checkpoint, tmp_path: Pat
     loaded, meta = load_segmenter_for_inference(path)
     folder = tmp_path
     export_safetensors(loaded, meta, folder / "segmenter.safetensors")
-    rebuilt = build_segmenter(TINY_MODEL)
+    rebuilt = build_segmenter(TINY_SEGMENTER)
     rebuilt.load_state_dict(load_file(folder / "segmenter.safetensors"))
     tiles = torch.randn(2, 1, 32, 32)
     with torch.no_grad():

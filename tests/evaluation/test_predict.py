@@ -26,6 +26,7 @@ from alos2fm.evaluation.predict import (
 )
 from alos2fm.models.segmenter import WeightsError, build_segmenter
 from alos2fm.products.base import RasterGrid, Window
+from tests.tiny_models import TINY_SEGMENTER
 
 UTM = "EPSG:32654"
 TRANSFORM = Affine(3.0, 0.0, 500_000.0, 0.0, -3.0, 4_000_000.0)
@@ -242,26 +243,11 @@ def test_bands_and_options_must_fit_the_model(tmp_path: Path) -> None:
 
 # --- a real segmenter through a checkpoint ------------------------------------------------
 
-TINY_MODEL = {
-    "encoder": {
-        "arch": "swin_tiny",
-        "in_chans": 1,
-        "img_size": 32,
-        "window_size": 2,
-        "ape": True,
-        "embed_dim": 8,
-        "depths": [1, 1, 1, 1],
-        "num_heads": [1, 1, 2, 2],
-    },
-    "num_classes": 3,
-    "decoder_channels": 8,
-}
-
 
 def test_checkpoint_round_trip_and_segmenter_prediction(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = build_segmenter(TINY_MODEL).eval()
-    meta = _meta(model=TINY_MODEL)
+    model = build_segmenter(TINY_SEGMENTER).eval()
+    meta = _meta(model=TINY_SEGMENTER)
     path = save_inference_checkpoint(model, meta, tmp_path / "best.ckpt")
     loaded, loaded_meta = load_segmenter_for_inference(path)
     assert loaded_meta == meta
@@ -278,13 +264,13 @@ def test_checkpoint_round_trip_and_segmenter_prediction(tmp_path: Path) -> None:
 
 
 def test_checkpoint_without_metadata_or_weights(tmp_path: Path) -> None:
-    model = build_segmenter(TINY_MODEL)
+    model = build_segmenter(TINY_SEGMENTER)
     bare = tmp_path / "bare.ckpt"
     torch.save({"state_dict": {f"segmenter.{k}": v for k, v in model.state_dict().items()}}, bare)
     with pytest.raises(WeightsError, match="hyper-parameters lack 'data'"):
         load_segmenter_for_inference(bare)
     empty = tmp_path / "empty.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": _meta(model=TINY_MODEL).hparams()}, empty)
+    torch.save({"state_dict": {}, "hyper_parameters": _meta(model=TINY_SEGMENTER).hparams()}, empty)
     with pytest.raises(WeightsError, match="lacks .* segmenter tensors"):
         load_segmenter_for_inference(empty)
     with pytest.raises(WeightsError, match="not found"):
@@ -325,7 +311,7 @@ def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeyp
 
     torch.manual_seed(0)
     checkpoint = save_inference_checkpoint(
-        build_segmenter(TINY_MODEL), _meta(model=TINY_MODEL), tmp_path / "best.ckpt"
+        build_segmenter(TINY_SEGMENTER), _meta(model=TINY_SEGMENTER), tmp_path / "best.ckpt"
     )
     opened = []
 
