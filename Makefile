@@ -24,12 +24,12 @@ install: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks experiments
-	$(BIN)/ruff format --check src tests benchmarks experiments
+	$(BIN)/ruff check src tests benchmarks experiments scripts
+	$(BIN)/ruff format --check src tests benchmarks experiments scripts
 
 format: install
-	$(BIN)/ruff check --fix src tests benchmarks experiments
-	$(BIN)/ruff format src tests benchmarks experiments
+	$(BIN)/ruff check --fix src tests benchmarks experiments scripts
+	$(BIN)/ruff format src tests benchmarks experiments scripts
 
 test: lint
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
@@ -39,6 +39,8 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/prepare_throughput.py
+	$(BIN)/python benchmarks/pretrain_throughput.py
+	$(BIN)/python benchmarks/predict_throughput.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache build src/*.egg-info
