@@ -18,6 +18,7 @@ from alos2fm.models.segmenter import (
     load_encoder_weights,
 )
 from alos2fm.train.optim import layer_decay_groups
+from tests.tiny_models import TINY_SEGMENTER
 
 TINY_SWIN = dict(arch="swin_tiny", embed_dim=8, depths=[1, 1, 2, 1], num_heads=[1, 1, 2, 2])
 
@@ -178,7 +179,7 @@ def test_layer_decay_groups_scale_lr_and_split_weight_decay() -> None:
     model = Segmenter(_swin(), num_classes=3, decoder_channels=16)
     groups = layer_decay_groups(model, base_lr=1e-3, weight_decay=0.05, decay=0.5)
     by_param = {id(p): g for g in groups for p in g["params"]}
-    named = dict(model.named_parameters())
+    named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert len(by_param) == len(named) == sum(len(g["params"]) for g in groups)
 
     def group_of(name: str) -> dict:
@@ -197,3 +198,11 @@ def test_layer_decay_groups_scale_lr_and_split_weight_decay() -> None:
     ):
         assert group_of(no_decay)["weight_decay"] == 0.0, no_decay
     assert math.isclose(group_of("encoder.layers.0.blocks.0.norm1.weight")["lr_scale"], 0.5**5)
+
+
+def test_every_trainable_parameter_gets_a_gradient() -> None:
+    # DDP fails on trainable parameters that take no part in the loss.
+    model = build_segmenter(TINY_SEGMENTER).train()
+    model(torch.randn(2, 1, 32, 32)).mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert unused == []

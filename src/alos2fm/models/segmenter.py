@@ -87,6 +87,11 @@ class Segmenter(nn.Module):
     ):
         super().__init__()
         self.encoder = encoder
+        # Dense features are the raw stage outputs, normalised per level below: the
+        # encoder's final norm takes no part. Frozen, so that DDP (which requires every
+        # trainable parameter to receive a gradient) and the optimiser ignore it, while
+        # its weights still load from a pretrained encoder file.
+        encoder.norm.requires_grad_(False)
         info = encoder_feature_info(encoder)
         pyramid = len({stage.stride for stage in info}) == len(info)
         if pyramid:  # Swin: four strides already

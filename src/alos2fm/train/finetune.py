@@ -83,6 +83,9 @@ class FinetuneModule(L.LightningModule):
         self.val_matrix = ConfusionMatrix(k, IGNORE_INDEX)
         self.test_matrix = ConfusionMatrix(k, IGNORE_INDEX)
         self.test_scores: dict[str, Any] | None = None
+        # (folder, checkpoint) for the test report, written by rank 0 inside the test loop:
+        # with ddp_spawn the scores exist only in the worker processes.
+        self.test_report: tuple[Path, Path] | None = None
 
     @classmethod
     def from_config(
@@ -144,6 +147,8 @@ class FinetuneModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self.test_scores = self._log_scores(self.test_matrix, "test")
+        if self.test_report is not None and self.trainer.is_global_zero:
+            write_test_report(self, *self.test_report)
 
     def configure_optimizers(self) -> dict[str, Any]:
 
@@ -212,9 +217,9 @@ def run_finetune(
     trainer = build_trainer(cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed, monitor=MONITOR)
     trainer.fit(module, datamodule=dm, ckpt_path=last)
     best = out / CHECKPOINTS / BEST
+    module.test_report = (out / "test", best)
     trainer.test(module, datamodule=dm, ckpt_path=best)
     if trainer.is_global_zero:
-        write_test_report(module, out / "test", best)
         _plot_training_curves(out)
     return best
 
@@ -253,5 +258,6 @@ def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:
         enable_model_summary=False,
     )
     # The model normalises with its own stored statistics, not the new dataset's.
+    module.test_report = (out, checkpoint)
     trainer.test(module, datamodule=dm)
-    return write_test_report(module, out, checkpoint)
+    return out / "metrics.json"
