@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from torch.utils.data import DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from alos2fm.evaluation.metrics import (
     ConfusionMatrix,
@@ -151,3 +152,59 @@ def test_unpadded_sampler_covers_each_index_once_where_distributed_sampler_repea
         for s in [list(DistributedSampler(range(7), 2, r, shuffle=False)) for r in range(2)]
     )
     assert int(summed.sum()) > int(_matrix_over(range(7)).sum())
+
+
+class _ScoringModule(L.LightningModule):
+    """Scores fixed predictions: the matrix depends only on which samples each rank sees."""
+
+    def __init__(self, out: Path):
+        super().__init__()
+        self.unused = torch.nn.Linear(1, 1)
+        self.matrix = ConfusionMatrix(3, ignore_index=255)
+        self.out = out
+
+    def test_step(self, batch, batch_idx):
+        target, preds = batch
+        self.matrix.update(preds, target)
+
+    def on_test_epoch_end(self):
+        counts = self.matrix.compute()
+        if self.global_rank == 0:
+            torch.save(counts, self.out)
+
+
+class _ScoringData(L.LightningDataModule):
+    def test_dataloader(self):
+        rng = torch.Generator().manual_seed(0)
+        target = torch.randint(0, 3, (7, 4, 4), generator=rng)
+        target[0, 0] = 255
+        preds = torch.randint(0, 3, (7, 4, 4), generator=rng)
+        data = TensorDataset(target, preds)
+        trainer = self.trainer
+        sampler = UnpaddedDistributedSampler(data, trainer.world_size, trainer.global_rank)
+        return DataLoader(data, batch_size=2, sampler=sampler)
+
+
+def _lightning_matrix(tmp_path: Path, devices: int) -> torch.Tensor:
+    out = tmp_path / f"matrix{devices}.pt"
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp_spawn" if devices > 1 else "auto",
+        logger=False,
+        use_distributed_sampler=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.test(_ScoringModule(out), datamodule=_ScoringData())
+    return torch.load(out)
+
+
+@pytest.mark.slow  # ~10 s: Lightning spawns two workers
+def test_lightning_ddp_spawn_counts_every_pixel_once(tmp_path: Path) -> None:
+    # Under ddp_spawn on CPU a metric state reaches the workers through shared memory; an
+    # in-place update then summed every rank's counts into one tensor (twice the pixels).
+    one = _lightning_matrix(tmp_path, devices=1)
+    two = _lightning_matrix(tmp_path, devices=2)
+    assert int(one.sum()) == 7 * 16 - 4
+    assert torch.equal(one, two)

@@ -70,7 +70,10 @@ class ConfusionMatrix(Metric):
                 f"target holds a class outside 0..{k - 1} (and not {self.ignore_index})"
             )
         counts = torch.bincount(target * k + preds, minlength=k * k)
-        self.matrix += counts.reshape(k, k)
+        # Not in place: under ddp_spawn on CPU the initial state tensor reaches every worker
+        # through shared memory (Lightning un-shares parameters and buffers, not metric
+        # states), and an in-place sum would add all ranks' counts into one tensor.
+        self.matrix = self.matrix + counts.reshape(k, k)
 
     def compute(self) -> torch.Tensor:
         return self.matrix
