@@ -201,6 +201,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="alternating train/backbone runs")
     parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"])
     parser.add_argument("--methods", nargs="+", default=["simmim", "mixmae"])
+    parser.add_argument("--img-size", type=int, default=64, help="patch side (preset: 64)")
+    parser.add_argument("--embed-dim", type=int, default=None, help="Swin width (preset: 24)")
     parser.add_argument("--paper", action="store_true", help="also measure the paper presets")
     parser.add_argument("--paper-batch", type=int, default=2)
     args = parser.parse_args()
@@ -209,7 +211,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         n = args.batch * (args.steps + args.warmup)
-        store = make_store(tmp / "store", n, size=64)
+        store = make_store(tmp / "store", n, size=args.img_size)
         for method in args.methods:
             for precision in args.precisions:
                 overrides = [
@@ -219,7 +221,10 @@ def main() -> None:
                     "trainer.log_every_n_steps=50",
                     "trainer.checkpoint_every_n_epochs=100",
                     "figure_every_n_epochs=100",
+                    f"model.img_size={args.img_size}",
                 ]
+                if args.embed_dim is not None:
+                    overrides.append(f"model.embed_dim={args.embed_dim}")
                 cfg = resolve_config("pretrain", f"cpu-tiny-{method}", overrides)
                 run_dir = tmp / f"{method}-{precision}"
                 trains, bares = [], []
@@ -236,6 +241,7 @@ def main() -> None:
                     "method": method,
                     "precision": precision,
                     "img_size": cfg.model.img_size,
+                    "embed_dim": cfg.model.embed_dim,
                     "train_images_per_s": round(train, 2),
                     "backbone_images_per_s": round(bare, 2),
                     "ratio": round(train / bare, 3),
