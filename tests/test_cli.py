@@ -170,3 +170,13 @@ def test_bad_input_gives_one_line_naming_the_file(
     assert lines[0].startswith("alos2fm: error: ") and str(named) in lines[0]
     assert "Traceback" not in err
     assert not out.exists()  # no partial dataset left behind
+
+
+def test_multilook_option_parses_rows_by_cols():
+    from alos2fm.cli import _looks
+    from alos2fm.errors import Alos2fmError
+
+    assert _looks("2x3") == (2, 3) and _looks("4") == (4, 4)
+    for bad in ("2x", "0x2", "axb", "1x2x3"):
+        with pytest.raises(Alos2fmError, match="ROWSxCOLS"):
+            _looks(bad)

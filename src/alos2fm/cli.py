@@ -86,6 +86,20 @@ def prepare(
     products: Annotated[
         list[Path] | None, typer.Argument(help="Products to turn into patches.")
     ] = None,
+    bands: Annotated[
+        str | None,
+        typer.Option("--bands", help="Bands to keep, e.g. HH or HH,HV (default all)."),
+    ] = None,
+    multilook: Annotated[
+        str | None,
+        typer.Option("--multilook", help="Average ROWSxCOLS pixels in linear power, e.g. 2x2."),
+    ] = None,
+    speckle: Annotated[
+        str | None, typer.Option("--speckle", help="Speckle filter: boxcar or lee (default none).")
+    ] = None,
+    filter_size: Annotated[
+        int | None, typer.Option("--filter-size", help="Speckle filter window, px (default 5).")
+    ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Dataset folder.")] = None,
     landcover: Annotated[
         list[Path] | None,
@@ -95,31 +109,31 @@ def prepare(
         str | None, typer.Option("--remap", help="Class remap table: shipped name or YAML file.")
     ] = None,
     patch_size: Annotated[
-        int | None, typer.Option("--patch-size", help="Patch side, px [default: 256].")
+        int | None, typer.Option("--patch-size", help="Patch side, px (default 256).")
     ] = None,
     stride: Annotated[
-        int | None, typer.Option("--stride", help="Patch grid step, px [default: 256].")
+        int | None, typer.Option("--stride", help="Patch grid step, px (default 256).")
     ] = None,
     max_nodata: Annotated[
         float | None,
-        typer.Option("--max-nodata", help="Drop patches with more no data (0-1) [default: 0.1]."),
+        typer.Option("--max-nodata", help="Drop patches with more no data (0-1) (default 0.1)."),
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", help="Processes cutting scenes in parallel [default: 1]."),
+        typer.Option("--workers", help="Processes cutting scenes in parallel (default 1)."),
     ] = None,
     dask_scheduler: Annotated[
         str | None,
         typer.Option("--dask-scheduler", help="Run scene tasks on this Dask cluster (address)."),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Balancing and split seed [default: 0].")
+        int | None, typer.Option("--seed", help="Balancing and split seed (default 0).")
     ] = None,
     balance: Annotated[
         str | None,
         typer.Option(
             "--balance",
-            help="Balance preset (no_forest, forest_capped) or YAML file [default: keep all].",
+            help="Balance preset (no_forest, forest_capped) or YAML file (default keep all).",
         ),
     ] = None,
     cap: Annotated[
@@ -130,14 +144,14 @@ def prepare(
         _ListOpt, typer.Option("--exclude-class", help="Class id or name to leave out.")
     ] = None,
     block_size: Annotated[
-        float | None, typer.Option("--block-size", help="Split block side, px [default: 4096].")
+        float | None, typer.Option("--block-size", help="Split block side, px (default 4096).")
     ] = None,
     buffer: Annotated[
         float | None,
-        typer.Option("--buffer", help="Minimum gap between splits, px [default: 256]."),
+        typer.Option("--buffer", help="Minimum gap between splits, px (default 256)."),
     ] = None,
     split_fractions: Annotated[
-        str | None, typer.Option("--split-fractions", help="train,val,test [default: 0.8,0.1,0.1].")
+        str | None, typer.Option("--split-fractions", help="train,val,test (default 0.8,0.1,0.1).")
     ] = None,
     config: Annotated[
         Path | None, typer.Option("--config", help="YAML config; options given here override it.")
@@ -161,6 +175,10 @@ def prepare(
         workers=workers,
         dask_scheduler=dask_scheduler,
         seed=seed,
+        bands=bands.split(",") if bands else None,
+        multilook=_looks(multilook) if multilook else None,
+        speckle=speckle,
+        filter_size=filter_size,
         balance_preset=balance,
         caps=cap,
         exclude=exclude_class,
@@ -175,6 +193,20 @@ def prepare(
         f"{result.patches} patches ({splits}) of {result.candidates} candidates "
         f"written to {result.out}"
     )
+
+
+def _looks(text: str) -> tuple[int, int]:
+    """``"2x2"`` or ``"2"`` -> (rows, cols)."""
+    from alos2fm.errors import Alos2fmError
+
+    parts = text.lower().split("x")
+    try:
+        looks = tuple(int(p) for p in parts) * (2 if len(parts) == 1 else 1)
+    except ValueError:
+        looks = ()
+    if len(looks) != 2 or min(looks) < 1:
+        raise Alos2fmError(f"--multilook {text!r} is not ROWSxCOLS", hint="e.g. 2x2 or 4x1")
+    return looks
 
 
 # --- stages 2-3: pretraining, fine-tuning, evaluation --------------------------------------

@@ -197,6 +197,30 @@ def test_generic_db_geotiff_prepares_without_labels(tmp_path):
     item = PatchDataset(out, split=None)[0]
     assert item["image"].shape == (2, 100, 100) and "label" not in item
 
+    # The same raster, second band only, multilooked 2 x 2: 150 x 150 px of 20 m.
+    cfg = prepare_config(
+        None,
+        products=[path],
+        out=tmp_path / "ml",
+        patch_size=50,
+        stride=50,
+        bands=[open_product(path).bands[1]],
+        multilook=(2, 2),
+        progress=False,
+    )
+    run_prepare(cfg)
+    index = store.read_index(tmp_path / "ml")
+    stats = json.loads((tmp_path / "ml" / "stats.json").read_text())
+    assert stats["bands"] == [open_product(path).bands[1]]
+    first = index.iloc[0]
+    assert list(first["transform"])[:2] == [20.0, 0.0]
+    patch = PatchDataset(tmp_path / "ml", split=None)[0]["image"].numpy()[0]
+    block = data[
+        1, 2 * first["row"] : 2 * first["row"] + 2, 2 * first["col"] : 2 * first["col"] + 2
+    ]
+    expected = 10 * np.log10(np.mean(10 ** (block / 10)))
+    assert patch[0, 0] == pytest.approx(expected, abs=0.02)  # float16 store
+
 
 def test_all_nodata_scene_fails_and_leaves_nothing(tmp_path):
     path = tmp_path / "IMG-HH-ALOS2999990010-221119-UBSR2.1GUD.tif"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from alos2fm.errors import ProductError
 from alos2fm.products.base import Window
 from alos2fm.products.calibration import boxcar, db_to_power, lee, power_to_db
 from alos2fm.products.geotiff import DbRasterProduct, DnGeoTiffProduct
@@ -108,3 +109,16 @@ def test_process_multilooks_then_filters_with_the_looks(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="odd"):
         SpeckleFiltered(product, "boxcar", size=4)
+
+
+def test_selected_bands_reorder_and_reject_unknown_bands(db_product: DbRasterProduct) -> None:
+    first, second = db_product.bands
+    picked = process(db_product, bands=[second, first])
+    assert picked.bands == (second, first) and picked.grid == db_product.grid
+    window = Window(5, 7, 4, 6)
+    np.testing.assert_array_equal(
+        picked.read_db(window), db_product.read_db(window)[::-1], strict=True
+    )
+    assert process(db_product, bands=list(db_product.bands)) is db_product  # nothing to do
+    with pytest.raises(ProductError, match="VV"):
+        process(db_product, bands=["VV"])

@@ -81,6 +81,11 @@ class PrepareConfig(BaseModel):
     patch_size: int = Field(256, gt=0)
     stride: int = Field(256, gt=0)
     max_nodata: float = Field(0.1, ge=0.0, le=1.0)
+    # Pre-processing of every product, window by window (None / (1, 1) = as read).
+    bands: list[str] | None = None
+    multilook: tuple[int, int] = (1, 1)
+    speckle: Literal["boxcar", "lee"] | None = None
+    filter_size: int = Field(5, ge=3)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     seed: int = 0
@@ -218,7 +223,6 @@ def run_scene_task(task: SceneTask) -> TaskResult:
 
     from alos2fm.data.labels import LabelMap
     from alos2fm.data.tiling import patch_georefs, patch_id
-    from alos2fm.products import open_product
 
     done = _read_done(task.staging)
     if done is not None and done["fingerprint"] == task.fingerprint:
@@ -229,7 +233,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     cfg = task.config
     rows: list[dict[str, Any]] = []
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 2**20):
-        product = open_product(task.product)
+        product = _open_scene(task.product, cfg)
         labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
         num_classes = labels.remap.num_classes if labels is not None else 0
         arrays = store.create_patch_arrays(
@@ -418,15 +422,28 @@ class _Scene:
     bands: tuple[str, ...]
 
 
+def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
+    """The product as prepare cuts it: chosen bands, multilooked, speckle-filtered."""
+    from alos2fm.products import open_product
+    from alos2fm.products.processing import process
+
+    return process(
+        open_product(path),
+        bands=cfg.bands,
+        looks=cfg.multilook,
+        speckle=cfg.speckle,
+        filter_size=cfg.filter_size,
+    )
+
+
 def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
     """Open every product (and the label maps on each) before any output is written."""
     from alos2fm.data.labels import LabelMap
-    from alos2fm.products import open_product
 
     labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
     scenes: list[_Scene] = []
     for path in cfg.products:
-        product = open_product(path)
+        product = _open_scene(path, cfg)
         if labels is not None:
             labels.check_scene(product.grid, path)
         name = _scene_name(Path(path))
@@ -506,7 +523,17 @@ def _fingerprint(cfg: PrepareConfig, product: Path, windows: Sequence[Window]) -
         "windows": [windows[0], windows[-1], len(windows)],
         "settings": cfg.model_dump(
             mode="json",
-            include={"remap", "label_resampling", "patch_size", "stride", "max_nodata"},
+            include={
+                "remap",
+                "label_resampling",
+                "patch_size",
+                "stride",
+                "max_nodata",
+                "bands",
+                "multilook",
+                "speckle",
+                "filter_size",
+            },
         ),
         "category_rule": cfg.balance.category_rule,
     }

@@ -12,11 +12,13 @@ reader. They convert dB to linear power, average or filter there, and convert ba
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from affine import Affine
 
+from alos2fm.errors import ProductError
 from alos2fm.products.base import Product, RasterGrid, Window
 from alos2fm.products.calibration import (
     SpeckleFilter,
@@ -36,6 +38,30 @@ class _Wrapper:
         self.bands = product.bands
         self.quantity = product.quantity
         self.date = product.date
+
+
+class SelectedBands(_Wrapper):
+    """Only ``bands`` of ``product``, in that order (e.g. HH from an HH+HV product)."""
+
+    def __init__(self, product: Product, bands: Sequence[str]):
+        super().__init__(product)
+        missing = [b for b in bands if b not in product.bands]
+        if missing or not bands:
+            raise ProductError(
+                f"band(s) {missing or list(bands)} not in this product (has {list(product.bands)})",
+                product.path,
+                hint="choose bands the product holds",
+            )
+        self.bands = tuple(bands)
+        self._index = [product.bands.index(b) for b in bands]
+        self.grid = product.grid
+
+    def read_db(self, window: Window) -> np.ndarray:
+        """float32 (len(bands), height, width) dB: the chosen bands of the product's read."""
+        return self.product.read_db(window)[self._index]
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.product.describe(), "bands": ", ".join(self.bands) + " (selected)"}
 
 
 class Multilooked(_Wrapper):
@@ -105,15 +131,19 @@ class SpeckleFiltered(_Wrapper):
 def process(
     product: Product,
     *,
+    bands: Sequence[str] | None = None,
     looks: tuple[int, int] = (1, 1),
     speckle: SpeckleFilter | None = None,
     filter_size: int = 5,
 ) -> Product:
-    """Multilook (if ``looks`` > 1), then speckle-filter (if ``speckle``): the usual order.
+    """Select ``bands``, multilook (if ``looks`` > 1), then speckle-filter (if ``speckle``):
+    the usual order.
 
     The Lee filter is told the looks it gets from multilooking (rows × cols; the product's
     own looks are not known in general, so a single-look input is assumed).
     """
+    if bands is not None and tuple(bands) != tuple(product.bands):
+        product = SelectedBands(product, bands)
     if looks != (1, 1):
         product = Multilooked(product, looks)
     if speckle is not None:
