@@ -156,5 +156,6 @@ def _local_moments(
         if not with_variance:
             return mean, None
         mean_sq = uniform_filter(values**2, window, mode="constant") / count
-    variance = np.maximum(mean_sq - mean**2, 0.0)
+        # Empty windows hold inf/NaN (count 0): their variance is NaN, as it should be.
+        variance = np.maximum(mean_sq - mean**2, 0.0)
     return mean, variance
