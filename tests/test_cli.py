@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
-from rasterio.transform import from_origin
 
 from alos2fm import cli
 from alos2fm.data.synth import PRODUCT_NAME, write_synthetic_scene
+from tests.products.rasters import write_tif
 
 
 def run_cli(monkeypatch, *args: str) -> int:
@@ -90,20 +90,7 @@ def test_prepare_turns_the_synthetic_scene_into_a_dataset(
 
 def _zero_scene(folder):
     path = folder / PRODUCT_NAME
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=128,
-        height=128,
-        count=1,
-        dtype="uint16",
-        nodata=0,
-        crs="EPSG:32654",
-        transform=from_origin(364000.0, 3930000.0, 3.0, 3.0),
-    ) as dst:
-        dst.write(np.zeros((1, 128, 128), dtype=np.uint16))
-    return path
+    return write_tif(path, np.zeros((128, 128), dtype=np.uint16), nodata=0)
 
 
 def _bad_truncated_ceos(tmp_path, scene, request):

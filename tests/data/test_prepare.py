@@ -18,6 +18,7 @@ from alos2fm.data.synth import write_synthetic_scene
 from alos2fm.errors import DataError
 from alos2fm.products import open_product
 from alos2fm.products.base import Window
+from tests.products.rasters import write_tif
 
 PATCH = 128
 
@@ -224,19 +225,7 @@ def test_generic_db_geotiff_prepares_without_labels(tmp_path):
 
 def test_all_nodata_scene_fails_and_leaves_nothing(tmp_path):
     path = tmp_path / "IMG-HH-ALOS2999990010-221119-UBSR2.1GUD.tif"
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=256,
-        height=256,
-        count=1,
-        dtype="uint16",
-        nodata=0,
-        crs="EPSG:32654",
-        transform=from_origin(364000.0, 3930000.0, 3.0, 3.0),
-    ) as dst:
-        dst.write(np.zeros((1, 256, 256), dtype=np.uint16))
+    write_tif(path, np.zeros((256, 256), dtype=np.uint16), nodata=0)
     out = tmp_path / "ds"
     cfg = prepare_config(None, products=[path], out=out, patch_size=128, progress=False)
     with pytest.raises(DataError, match=str(path)):

@@ -8,6 +8,7 @@ import torch
 from alos2fm.models import MixMAE, build_pretrain_model
 from alos2fm.models.backbones import ModelConfigError, create_encoder
 from alos2fm.models.simmim import repeat_grid
+from tests.tiny_models import overfit_one_batch
 
 # 64 px, patch 4, window 4: stage grids 16, 8, 4, 2. Stages 0 and 1 have shifted blocks whose
 # windows straddle the 32 px mask units; stage 2 is one window holding both images' tokens.
@@ -173,15 +174,7 @@ def test_tiny_model_overfits_one_batch():
     model = _model().train()
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
     x = torch.stack([torch.sin(3 * xx) * torch.cos(2 * yy), torch.cos(5 * yy + xx)]).unsqueeze(1)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    losses = []
-    for _ in range(100):
-        torch.manual_seed(1)  # the same mask every step: one fixed batch to memorise
-        loss = model(x).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_one_batch(model, x, steps=100)
     assert sum(losses[-5:]) / 5 < 0.2 * losses[0]
 
 

@@ -8,6 +8,7 @@ import torch
 from alos2fm.models import build_pretrain_model
 from alos2fm.models.backbones import ModelConfigError, create_encoder
 from alos2fm.models.simmim import SimMIM, random_unit_mask, repeat_grid
+from tests.tiny_models import overfit_one_batch
 
 TINY_SWIN = {
     "arch": "swin_tiny",
@@ -151,13 +152,5 @@ def test_tiny_model_overfits_one_batch(encoder):
     torch.manual_seed(0)
     model = SimMIM(encoder)
     x = _smooth_images(2, encoder["in_chans"], 64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    losses = []
-    for _ in range(150):
-        torch.manual_seed(1)  # the same mask every step: one fixed batch to memorise
-        loss = model(x).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_one_batch(model, x, steps=150)
     assert sum(losses[-5:]) / 5 < 0.2 * losses[0]

@@ -6,7 +6,7 @@ reprojects it onto the patch's pixels, so memory never depends on the map's size
 
 Class ids go through a remap table (YAML in ``alos2fm/configs/landcover``) that merges
 source classes into contiguous training ids 0..n-1; ``IGNORE_INDEX`` (255) marks no data,
-excluded classes and pixels outside the map.
+excluded classes and pixels outside the map; every stage imports it from here.
 """
 
 from __future__ import annotations

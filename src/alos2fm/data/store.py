@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alos2fm.data.labels import IGNORE_INDEX
 from alos2fm.errors import DataError
 
 PATCH_DTYPE = np.float16
-IGNORE_INDEX = 255
 IMAGES = "images"
 LABELS = "labels"
 INDEX = "index.parquet"
