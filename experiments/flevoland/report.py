@@ -27,22 +27,14 @@ from matplotlib.patches import Patch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import PRETRAINING, StudyConfig, collect, fraction_tag, slug  # noqa: E402
+from run import METHOD_LABELS, StudyConfig, collect, fraction_tag, slug  # noqa: E402
 from scene import CLASS_NAMES, class_colours, read_ground_truth  # noqa: E402
 from splits import SPLITS, make_split  # noqa: E402
 
 from alos2fm.evaluation.figures import colourise  # noqa: E402
 
-LABELS = {
-    "random": "Random init",
-    "simmim": "SimMIM",
-    "sarw_simmim": "SAR-W-SimMIM",
-    "sarw_simmim_shared": "SAR-W-SimMIM (shared_avg)",
-    "mixmae": "MixMAE",
-    "sarw_mixmae": "SAR-W-MixMAE",
-    "rf": "Random Forest",
-}
-DISCUSSION = "<!-- DISCUSSION: to be written from the measured numbers above. -->"
+# Written by a person from the numbers, in discussion.md beside RESULTS.md (caveats too).
+DISCUSSION = "<!-- DISCUSSION: write discussion.md beside RESULTS.md from the numbers above. -->"
 
 
 def _save(fig: Figure, path: Path) -> str:
@@ -51,8 +43,9 @@ def _save(fig: Figure, path: Path) -> str:
     return f"figures/{path.name}"
 
 
-def _ordered(methods) -> list[str]:
-    return [m for m in LABELS if m in set(methods)]
+def _ordered(methods, labels: dict[str, str]) -> list[str]:
+    """``methods`` in the order of ``labels`` (the display names, table order)."""
+    return [m for m in labels if m in set(methods)]
 
 
 def _mean_std(values: pd.Series) -> str:
@@ -70,27 +63,31 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def score_table(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+def score_table(results: pd.DataFrame, metric: str, labels: dict[str, str]) -> pd.DataFrame:
     """Methods (rows) x fractions (columns) of ``metric``, mean ± std over split seeds."""
     rows = []
-    for method in _ordered(results["method"]):
-        row = {"method": LABELS[method]}
+    for method in _ordered(results["method"], labels):
+        row = {"method": labels[method]}
         for fraction, group in results[results["method"] == method].groupby("fraction"):
             row[f"{fraction:.0%}"] = _mean_std(group[metric])
         rows.append(row)
     return pd.DataFrame(rows).fillna("–")
 
 
-def paired_table(results: pd.DataFrame) -> pd.DataFrame:
-    """Test mIoU of each method minus random init's, on the same split seed and fraction."""
-    base = results[results["method"] == "random"].set_index(["split_seed", "fraction"])
+def paired_table(
+    results: pd.DataFrame, labels: dict[str, str], base: str | dict[str, str] = "random"
+) -> pd.DataFrame:
+    """Test mIoU of each method minus ``base``'s (one method, or one per method), on the
+    same split seed and fraction: the mean, then the per-seed differences."""
     rows = []
-    for method in _ordered(results["method"]):
-        if method == "random":
+    for method in _ordered(results["method"], labels):
+        reference = base if isinstance(base, str) else base.get(method)
+        if reference in (None, method):
             continue
-        row = {"method": LABELS[method] + " − random"}
+        ref = results[results["method"] == reference].set_index(["split_seed", "fraction"])
         mine = results[results["method"] == method].set_index(["split_seed", "fraction"])
-        diff = (mine["test_miou"] - base["test_miou"]).dropna()
+        diff = (mine["test_miou"] - ref["test_miou"]).dropna()
+        row = {"method": f"{labels[method]} − {labels[reference]}"}
         for fraction, group in diff.groupby(level="fraction"):
             per_seed = ", ".join(f"{v:+.3f}" for v in group)
             row[f"{fraction:.0%}"] = f"{group.mean():+.3f} ({per_seed})"
@@ -98,29 +95,29 @@ def paired_table(results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).fillna("–")
 
 
-def per_class_table(results: pd.DataFrame, fraction: float) -> pd.DataFrame:
+def per_class_table(results: pd.DataFrame, fraction: float, labels: dict[str, str]) -> pd.DataFrame:
     """Per-class test IoU at one fraction, mean over split seeds; classes as rows."""
     subset = results[results["fraction"] == fraction]
     columns = [c for c in results.columns if c.startswith("iou_")]
     table = {"class": [c.removeprefix("iou_") for c in columns]}
-    for method in _ordered(subset["method"]):
+    for method in _ordered(subset["method"], labels):
         means = subset[subset["method"] == method][columns].mean()
-        table[LABELS[method]] = [f"{v:.3f}" for v in means]
+        table[labels[method]] = [f"{v:.3f}" for v in means]
     return pd.DataFrame(table)
 
 
-def plot_curves(results: pd.DataFrame, path: Path) -> str:
+def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> str:
     settings = list(dict.fromkeys(results["setting"]))
     fig = Figure(figsize=(5.2 * len(settings), 4.0))
     axes = np.atleast_1d(fig.subplots(1, len(settings), sharey=True))
     for ax, setting in zip(axes, settings, strict=True):
         subset = results[results["setting"] == setting]
-        for method in _ordered(subset["method"]):
+        for method in _ordered(subset["method"], labels):
             stats = subset[subset["method"] == method].groupby("fraction")["test_miou"]
             mean, std = stats.mean(), stats.std(ddof=1).fillna(0.0)
             style = "--" if method == "rf" else "-"
             ax.errorbar(
-                mean.index * 100, mean, yerr=std, fmt=style + "o", capsize=3, label=LABELS[method]
+                mean.index * 100, mean, yerr=std, fmt=style + "o", capsize=3, label=labels[method]
             )
         ax.set_xscale("log")
         ax.set_xlabel("labelled training pixels (%)")
@@ -138,8 +135,11 @@ def _legend(fig: Figure, names: list[str], colours: list) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=8, fontsize=8, frameon=False)
 
 
-def plot_maps(study: Path, setting: str, split, fraction: float, methods, path: Path) -> str:
-    """Ground truth (all labels, test labels) beside each method's predicted map."""
+def plot_maps(
+    study: Path, setting: str, split, fraction: float, labels: dict[str, str], path: Path
+) -> str:
+    """Ground truth (all labels, test labels) beside the predicted map of each method in
+    ``labels``."""
     colours = [class_colours()[c] for c in split.scored]
     names = [CLASS_NAMES[c] for c in split.scored]
     tag = f"seed{split.seed}_{fraction_tag(fraction)}"
@@ -147,10 +147,10 @@ def plot_maps(study: Path, setting: str, split, fraction: float, methods, path: 
     for name in SPLITS:
         all_labels = np.where(split.labels[name] != 255, split.labels[name], all_labels)
     panels = [("ground truth (scored classes)", all_labels), ("test pixels", split.labels["test"])]
-    for method in methods:
+    for method, label in labels.items():
         file = study / slug(setting) / "runs" / method / tag / "prediction.npz"
         if file.exists():
-            panels.append((LABELS[method], np.load(file)["prediction"]))
+            panels.append((label, np.load(file)["prediction"]))
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)
     fig = Figure(figsize=(4.2 * cols, 3.3 * rows + 0.8))
@@ -195,6 +195,59 @@ def copy_reconstructions(study: Path, figures: Path) -> list[tuple[str, str]]:
     return out
 
 
+def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
+    """Each lever beside its base method and random init, on the grid part it ran on."""
+    if not cfg.levers:
+        return []
+    labels = cfg.labels()
+    lines = [
+        "## Levers",
+        "",
+        "Pretraining variants, each the base method's recipe with one thing changed, "
+        "fine-tuned with the same recipe on the same pixels:",
+        "",
+        "| lever | base | changed |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {lever.label} | {labels[lever.base]} | `{json.dumps(lever.pretrain)}` |"
+        for lever in cfg.levers.values()
+    ]
+    for setting in cfg.settings:
+        ran = results[(results["setting"] == setting) & results["method"].isin(cfg.levers)]
+        if ran.empty:
+            continue
+        bases = {name: lever.base for name, lever in cfg.levers.items()}
+        keep = {"random", *bases.values(), *ran["method"]}
+        grid = set(zip(ran["split_seed"], ran["fraction"], strict=True))
+        subset = results[
+            (results["setting"] == setting)
+            & results["method"].isin(keep)
+            & [
+                cell in grid
+                for cell in zip(results["split_seed"], results["fraction"], strict=True)
+            ]
+        ]
+        lines += [
+            "",
+            f"### {setting}: levers",
+            "",
+            f"Test mIoU on split seeds {sorted({s for s, _ in grid})}:",
+            "",
+            _markdown(score_table(subset, "test_miou", labels)),
+            "",
+            "Paired difference to the lever's base method:",
+            "",
+            _markdown(paired_table(subset, labels, base=bases)),
+            "",
+            "Paired difference to random initialisation:",
+            "",
+            _markdown(paired_table(subset[subset["method"].isin([*cfg.levers, "random"])], labels)),
+            "",
+        ]
+    return lines
+
+
 def write_report(study: Path, out: Path) -> Path:
     cfg = StudyConfig.model_validate(yaml.safe_load((study / "config.yaml").read_text()))
     results = collect(study)
@@ -203,6 +256,8 @@ def write_report(study: Path, out: Path) -> Path:
     gt = read_ground_truth(data)
     first = make_split(gt, cfg.split_seeds[0], cfg.split)
     rule = cfg.split
+    labels = {m: name for m, name in METHOD_LABELS.items() if m in cfg.methods}
+    main = results[results["method"].isin(cfg.methods)]
     lines = [
         "# Flevoland label-efficiency study: does SAR-W pretraining help?",
         "",
@@ -242,11 +297,11 @@ def write_report(study: Path, out: Path) -> Path:
         "",
         "## Results",
         "",
-        f"![label-efficiency curves]({plot_curves(results, figures / 'label_efficiency.png')})",
+        f"![label-efficiency curves]({plot_curves(main, figures / 'curves.png', labels)})",
         "",
     ]
     for setting in cfg.settings:
-        subset = results[results["setting"] == setting]
+        subset = main[main["setting"] == setting]
         if subset.empty:
             continue
         lines += [
@@ -254,54 +309,36 @@ def write_report(study: Path, out: Path) -> Path:
             "",
             "Test mIoU:",
             "",
-            _markdown(score_table(subset, "test_miou")),
+            _markdown(score_table(subset, "test_miou", labels)),
             "",
             "Overall accuracy:",
             "",
-            _markdown(score_table(subset, "test_oa")),
+            _markdown(score_table(subset, "test_oa", labels)),
             "",
             "Paired difference in test mIoU to random initialisation (mean, then per split seed):",
             "",
-            _markdown(paired_table(subset)),
+            _markdown(paired_table(subset, labels)),
             "",
         ]
         for fraction in (min(cfg.fractions), max(cfg.fractions)):
             lines += [
                 f"Per-class test IoU at {fraction:.0%} of the labels (mean over split seeds):",
                 "",
-                _markdown(per_class_table(subset, fraction)),
+                _markdown(per_class_table(subset, fraction, labels)),
                 "",
             ]
             name = f"maps_{slug(setting)}_{fraction_tag(fraction)}.png"
-            methods = _ordered(subset["method"])
-            link = plot_maps(study, setting, first, fraction, methods, figures / name)
+            link = plot_maps(study, setting, first, fraction, labels, figures / name)
             lines += [f"![predicted maps]({link})", ""]
+    lines += lever_section(cfg, results)
     lines += ["### Pretraining reconstructions", ""]
     for title, link in copy_reconstructions(study, figures):
         lines += [f"{title}: ![reconstruction]({link})", ""]
-    pretrained = [LABELS[m] for m in PRETRAINING if m in cfg.methods]
+    discussion = out / "discussion.md"
     lines += [
         "## Discussion",
         "",
-        f"Does pretraining ({', '.join(pretrained)}) beat random initialisation, and at which "
-        "label budgets? How does it compare with the Random Forest? What do the per-class "
-        "IoUs and maps show? If pretraining does not help: data size, epochs, patch size, "
-        "mask ratio and weighting, and what was tried.",
-        "",
-        DISCUSSION,
-        "",
-        "## Caveats",
-        "",
-        "- One airborne scene (AIRSAR, 1989), multi-looked, already in linear power: not "
-        "ALOS-2 PALSAR-2 DN, no DN → σ0 calibration, a different resolution and noise "
-        "level from the paper's data.",
-        "- One scene of 0.77 Mpx: pretraining sees a few thousand overlapping 64-px patches "
-        "of the same fields it is then tested on (transductive), with a tiny Swin sized "
-        "for a 2-core CPU, not the paper's Swin-B on a Japan-wide set.",
-        "- Three split seeds: the spread between spatial splits is large; read the paired "
-        "differences, not the means alone.",
-        "",
-        DISCUSSION.replace("DISCUSSION", "CAVEATS (more)"),
+        discussion.read_text().strip() if discussion.exists() else DISCUSSION,
         "",
     ]
     path = out / "RESULTS.md"

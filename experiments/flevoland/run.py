@@ -46,12 +46,12 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -68,9 +68,8 @@ from scene import (  # noqa: E402
 )
 from splits import IGNORE, SplitRule, make_split, sample_label_fraction  # noqa: E402
 
-Method = Literal[
-    "random", "simmim", "sarw_simmim", "sarw_simmim_shared", "mixmae", "sarw_mixmae", "rf"
-]
+PretrainedMethod = Literal["simmim", "sarw_simmim", "sarw_simmim_shared", "mixmae", "sarw_mixmae"]
+Method = Literal["random", "rf"] | PretrainedMethod
 # Pretrained methods: (recipe in configs/, weighting kind, weighting mode).
 PRETRAINING = {
     "simmim": ("pretrain_simmim.yaml", "none", "per_channel"),
@@ -79,6 +78,21 @@ PRETRAINING = {
     "mixmae": ("pretrain_mixmae.yaml", "none", "per_channel"),
     "sarw_mixmae": ("pretrain_mixmae.yaml", "sar", "per_channel"),
 }
+
+
+class Lever(BaseModel):
+    """A pretraining variant: ``base``'s recipe with ``pretrain`` config overrides (more
+    epochs, another mask ratio, ...), fine-tuned and scored like the plan's methods on a
+    part of the grid (each ``None``: the plan's own list). Levers run after the methods."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    base: PretrainedMethod
+    label: str
+    pretrain: dict[str, Any] = {}
+    settings: list[str] | None = None
+    split_seeds: list[int] | None = None
+    fractions: list[float] | None = None
 
 
 class StudyConfig(BaseModel):
@@ -90,6 +104,7 @@ class StudyConfig(BaseModel):
     split_seeds: list[int] = Field(min_length=1)
     fractions: list[float] = Field(min_length=1)
     methods: list[Method] = Field(min_length=1)
+    levers: dict[str, Lever] = {}
     pretrain_epochs: int = Field(ge=1)
     finetune_epochs: int = Field(ge=1)
     patch: int = 64
@@ -98,10 +113,42 @@ class StudyConfig(BaseModel):
     predict_overlap: int = 32
     split: SplitRule = SplitRule()
 
+    @model_validator(mode="after")
+    def _levers_fit_the_plan(self) -> StudyConfig:
+        for name, lever in self.levers.items():
+            if name in PRETRAINING or name in ("random", "rf"):
+                raise ValueError(f"lever {name!r} has the name of a method")
+            unknown = set(lever.settings or []) - set(self.settings)
+            if unknown:
+                raise ValueError(f"lever {name!r}: settings {sorted(unknown)} not in the plan")
+        return self
 
-def methods_for(cfg: StudyConfig, bands: list[str]) -> list[str]:
-    """The plan's methods for one setting (shared_avg weighting differs only with >1 band)."""
-    return [m for m in cfg.methods if m != "sarw_simmim_shared" or len(bands) > 1]
+    def jobs(self, setting: str, bands: list[str]) -> list[tuple[int, float, str]]:
+        """(split seed, fraction, method or lever) in run order: the methods over the whole
+        grid, seed by seed (an interrupted study has every method for the seeds it
+        finished), then the levers on their part of it."""
+        methods = [m for m in self.methods if m != "sarw_simmim_shared" or len(bands) > 1]
+        jobs = [(s, f, m) for s in self.split_seeds for f in self.fractions for m in methods]
+        for name, lever in self.levers.items():
+            if setting in (lever.settings or self.settings):
+                seeds = lever.split_seeds or self.split_seeds
+                jobs += [(s, f, name) for s in seeds for f in lever.fractions or self.fractions]
+        return jobs
+
+    def labels(self) -> dict[str, str]:
+        """Display name of every method and lever, in table order."""
+        return METHOD_LABELS | {name: lever.label for name, lever in self.levers.items()}
+
+
+METHOD_LABELS = {
+    "random": "Random init",
+    "simmim": "SimMIM",
+    "sarw_simmim": "SAR-W-SimMIM",
+    "sarw_simmim_shared": "SAR-W-SimMIM (shared_avg)",
+    "mixmae": "MixMAE",
+    "sarw_mixmae": "SAR-W-MixMAE",
+    "rf": "Random Forest",
+}
 
 
 def slug(text: str) -> str:
@@ -112,11 +159,17 @@ def fraction_tag(fraction: float) -> str:
     return f"{fraction * 100:g}pct"
 
 
-def write_json(path: Path, content: object) -> None:
+def write_text(path: Path, text: str) -> None:
+    """Write atomically; the temporary name is per process, as ``--setting`` processes share
+    the study folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json(path: Path, content: object) -> None:
+    write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def save_prediction(path: Path, prediction: np.ndarray) -> None:
@@ -161,24 +214,24 @@ def score_map(prediction: np.ndarray, labels: np.ndarray, names: list[str]) -> d
 
 
 def pretrain(cfg: StudyConfig, method: str, store: Path, run_dir: Path, bands: list[str]) -> Path:
-    """The encoder of ``method`` pretrained on ``store`` (resumed or reused if present)."""
-    from alos2fm.train.config import resolve_config
+    """The encoder of ``method`` (or lever) pretrained on ``store`` (resumed or reused)."""
+    from alos2fm.train.config import merge_trees, resolve_config
     from alos2fm.train.engine import last_checkpoint
     from alos2fm.train.pretrain import ENCODER_WEIGHTS, run_pretrain
 
     encoder = run_dir / ENCODER_WEIGHTS
     if encoder.exists():
         return encoder
-    recipe, kind, mode = PRETRAINING[method]
-    config = resolve_config(
-        "pretrain",
-        preset=str(HERE / "configs" / recipe),
-        overrides={
-            "model": {"in_chans": len(bands)},
-            "weighting": {"kind": kind, "mode": mode},
-            "schedule": {"epochs": cfg.pretrain_epochs},
-        },
-    )
+    lever = cfg.levers.get(method)
+    recipe, kind, mode = PRETRAINING[lever.base if lever else method]
+    overrides = {
+        "model": {"in_chans": len(bands)},
+        "weighting": {"kind": kind, "mode": mode},
+        "schedule": {"epochs": cfg.pretrain_epochs},
+    }
+    if lever:
+        overrides = merge_trees(overrides, lever.pretrain)
+    config = resolve_config("pretrain", preset=str(HERE / "configs" / recipe), overrides=overrides)
     last = last_checkpoint(run_dir)
     if last is None and run_dir.exists():  # interrupted before its first checkpoint
         shutil.rmtree(run_dir)
@@ -224,83 +277,84 @@ def finetune_and_predict(
 # --- the study ----------------------------------------------------------------------------
 
 
-def run_study(cfg: StudyConfig, data: Path, out: Path) -> pd.DataFrame:
+def run_study(
+    cfg: StudyConfig, data: Path, out: Path, only: list[str] | None = None
+) -> pd.DataFrame:
+    """Run the plan (or only the settings named in ``only``) into ``out``; the results table."""
+    unknown = set(only or []) - set(cfg.settings)
+    if unknown:
+        raise SystemExit(f"--setting {sorted(unknown)}: the plan has {list(cfg.settings)}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
     write_json(out / "data.json", {"data": str(data.resolve())})
     gt = read_ground_truth(data)
     splits = {seed: make_split(gt, seed, cfg.split) for seed in cfg.split_seeds}
     for seed, split in splits.items():
         table = split.pixel_counts(CLASS_NAMES)
-        (out / "splits").mkdir(exist_ok=True)
-        table.to_csv(out / "splits" / f"seed{seed}_pixel_counts.csv", index=False)
+        write_text(out / "splits" / f"seed{seed}_pixel_counts.csv", table.to_csv(index=False))
         log(f"split seed {seed} (attempt {split.attempt}):\n{table.to_string(index=False)}")
 
     for setting, bands in cfg.settings.items():
+        if only and setting not in only:
+            continue
         root = out / slug(setting)
         product = open_scene(data, bands)
         image_db = read_scene_db(product)
-        methods = methods_for(cfg, bands)
-
-        encoders: dict[str, Path] = {}
-        pretrain_store = root / "pretrain_store"
-        if (
-            any(m in PRETRAINING for m in methods)
-            and not (pretrain_store / "index.parquet").exists()
-        ):
-            write_pretrain_store(pretrain_store, product, image_db, cfg.patch, cfg.pretrain_stride)
-        for method in methods:
-            if method in PRETRAINING:
-                encoders[method] = pretrain(
-                    cfg, method, pretrain_store, root / "pretrain" / method, bands
-                )
-
-        features = None
-        for seed, split in splits.items():
-            names = [CLASS_NAMES[c] for c in split.scored]
-            for fraction in cfg.fractions:
-                tag = f"seed{seed}_{fraction_tag(fraction)}"
-                train = sample_label_fraction(split.labels["train"], fraction, seed)
-                labels = {**split.labels, "train": train}
-                store = root / "stores" / tag
-                for method in methods:
-                    run_dir = root / "runs" / method / tag
-                    if (run_dir / "results.json").exists():
-                        continue
-                    log(f"{setting} | {method} | {tag}")
-                    started = time.perf_counter()
-                    if method == "rf":
-                        if features is None:
-                            features = _cached_features(root / "features.npy", image_db)
-                        prediction = fit_predict(features, train, seed=seed, n_jobs=-1)
-                        prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
-                    else:
-                        if not (store / "index.parquet").exists():
-                            write_finetune_store(
-                                store, product, image_db, labels, split.scored,
-                                cfg.patch, cfg.train_stride, cfg.split.block_size,
-                            )  # fmt: skip
-                        prediction = finetune_and_predict(
-                            cfg, store, run_dir, encoders.get(method), seed, len(bands), product
+        encoders: dict[str, Path] = {}  # pretrained when first needed
+        features = None  # the Random Forest's, computed when first needed
+        for seed, fraction, method in cfg.jobs(setting, bands):
+            tag = f"seed{seed}_{fraction_tag(fraction)}"
+            run_dir = root / "runs" / method / tag
+            if (run_dir / "results.json").exists():
+                continue
+            split = splits[seed]
+            train = sample_label_fraction(split.labels["train"], fraction, seed)
+            log(f"{setting} | {method} | {tag}")
+            started = time.perf_counter()
+            if method == "rf":
+                if features is None:
+                    features = _cached_features(root / "features.npy", image_db)
+                prediction = fit_predict(features, train, seed=seed, n_jobs=-1)
+                prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
+            else:
+                if method != "random" and method not in encoders:
+                    store = root / "pretrain_store"
+                    if not (store / "index.parquet").exists():
+                        write_pretrain_store(
+                            store, product, image_db, cfg.patch, cfg.pretrain_stride
                         )
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    save_prediction(run_dir / "prediction.npz", prediction)
-                    result = {
-                        "setting": setting,
-                        "bands": bands,
-                        "method": method,
-                        "split_seed": seed,
-                        "fraction": fraction,
-                        "train_pixels": int((train != IGNORE).sum()),
-                        "seconds": round(time.perf_counter() - started, 1),
-                        "test": score_map(prediction, split.labels["test"], names),
-                        "val": score_map(prediction, split.labels["val"], names),
-                    }
-                    write_json(run_dir / "results.json", result)
-                    # Scored and mapped: the ~100 MB checkpoints are not needed any more.
-                    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-                    log(f"  test mIoU {result['test']['miou']:.4f}  OA "
-                        f"{result['test']['overall_accuracy']:.4f}")  # fmt: skip
+                    encoders[method] = pretrain(
+                        cfg, method, store, root / "pretrain" / method, bands
+                    )
+                store = root / "stores" / tag
+                if not (store / "index.parquet").exists():
+                    labels = {**split.labels, "train": train}
+                    write_finetune_store(
+                        store, product, image_db, labels, split.scored,
+                        cfg.patch, cfg.train_stride, cfg.split.block_size,
+                    )  # fmt: skip
+                prediction = finetune_and_predict(
+                    cfg, store, run_dir, encoders.get(method), seed, len(bands), product
+                )
+            run_dir.mkdir(parents=True, exist_ok=True)
+            save_prediction(run_dir / "prediction.npz", prediction)
+            names = [CLASS_NAMES[c] for c in split.scored]
+            result = {
+                "setting": setting,
+                "bands": bands,
+                "method": method,
+                "split_seed": seed,
+                "fraction": fraction,
+                "train_pixels": int((train != IGNORE).sum()),
+                "seconds": round(time.perf_counter() - started, 1),
+                "test": score_map(prediction, split.labels["test"], names),
+                "val": score_map(prediction, split.labels["val"], names),
+            }
+            write_json(run_dir / "results.json", result)
+            # Scored and mapped: the checkpoints are not needed any more.
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+            log(f"  test mIoU {result['test']['miou']:.4f}  OA "
+                f"{result['test']['overall_accuracy']:.4f}")  # fmt: skip
     return collect(out)
 
 
@@ -332,9 +386,7 @@ def collect(out: Path) -> pd.DataFrame:
         row |= {f"iou_{n}": v["iou"] for n, v in result["test"]["per_class"].items()}
         rows.append(row)
     table = pd.DataFrame(rows)
-    tmp = out / ".results.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / "results.csv")
+    write_text(out / "results.csv", table.to_csv(index=False))
     write_json(out / "results.json", rows)
     return table
 
@@ -346,6 +398,12 @@ def main() -> None:
     parser.add_argument("--config", type=Path, help="another study plan (YAML) to run")
     shared = Path(os.environ.get("ALOS2FM_SHARED_DATA", REPO.parent / "shared" / "data"))
     parser.add_argument(
+        "--setting",
+        action="append",
+        help="run only this input setting of the plan (repeatable); one process per setting "
+        "shares the work between cores or machines, into the same --out",
+    )
+    parser.add_argument(
         "--data", type=Path, default=shared / "flevoland_airsar_lband_t3", help="scene folder"
     )
     args = parser.parse_args()
@@ -353,7 +411,7 @@ def main() -> None:
     cfg = StudyConfig.model_validate(yaml.safe_load(plan.read_text()))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     started = time.perf_counter()
-    table = run_study(cfg, args.data, args.out)
+    table = run_study(cfg, args.data, args.out, args.setting)
     log(f"{len(table)} runs in {args.out} ({(time.perf_counter() - started) / 60:.1f} min)")
 
 

@@ -277,11 +277,12 @@ def _parse_value(raw: str) -> Any:
     return value
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_trees(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` laid over it, nested mappings merged key by key."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_trees(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -303,10 +304,10 @@ def resolve_config(
                 f"preset {preset!r} is a {preset_stage} preset",
                 hint=f"use it with 'alos2fm {preset_stage}', or pick a {stage} preset",
             )
-        tree = _merge(tree, preset_tree)
+        tree = merge_trees(tree, preset_tree)
     if overrides:
         extra = overrides if isinstance(overrides, dict) else parse_overrides(overrides)
-        tree = _merge(tree, extra)
+        tree = merge_trees(tree, extra)
     try:
         return cls.model_validate(tree)
     except ValidationError as err:
