@@ -1,6 +1,6 @@
 """The Flevoland label-efficiency study in one command.
 
-    python experiments/flevoland/run.py --out DIR [--quick] [--data FOLDER]
+    python experiments/flevoland/run.py --out DIR [--quick] [--setting NAME] [--data FOLDER]
 
 Does SAR-W pretraining help land-cover segmentation on real L-band SAR, above all with few
 labels? For each input setting (HH; HH+HV+VV), split seed and label fraction, every method
@@ -11,7 +11,9 @@ is trained on the same labelled pixels and scored on the same test pixels:
   pretrained on the whole scene's imagery (unlabelled; transductive) by that method,
   SAR-W with ``per_channel`` weights; ``sarw_simmim_shared`` uses ``shared_avg`` weights
   (multi-band settings only);
-- ``rf``: a Random Forest on multi-scale local statistics (``baseline_rf.py``).
+- ``rf``: a Random Forest on multi-scale local statistics (``baseline_rf.py``);
+- the plan's **levers**: a pretrained method with one thing changed in its pretraining
+  recipe (epochs, mask ratio, mask unit), run after the methods on a part of the grid.
 
 Networks go through the package's pipeline: patch stores written with its store writer
 (``scene.py``), ``run_pretrain`` / ``run_finetune`` with the YAML recipes in ``configs/``,
