@@ -195,6 +195,34 @@ def copy_reconstructions(study: Path, figures: Path) -> list[tuple[str, str]]:
     return out
 
 
+def plot_pretraining_losses(study: Path, cfg: StudyConfig, path: Path) -> str | None:
+    """Training loss per epoch of every pretraining run, one panel per input setting.
+
+    Each curve is divided by its first epoch's value: SAR-W scales the loss by weights of
+    1 to e and MixMAE's loss is on normalised pixels, so only the shapes compare."""
+    runs = {
+        s: sorted((study / slug(s) / "pretrain").glob("*/logs/metrics.csv")) for s in cfg.settings
+    }
+    runs = {s: found for s, found in runs.items() if found}
+    if not runs:
+        return None
+    labels = cfg.labels()
+    fig = Figure(figsize=(5.2 * len(runs), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(runs), sharey=True))
+    for ax, (setting, files) in zip(axes, runs.items(), strict=True):
+        for file in files:
+            loss = pd.read_csv(file).groupby("epoch")["train/loss_epoch"].mean().dropna()
+            if len(loss):
+                method = file.parents[1].name
+                ax.plot(loss.index + 1, loss / loss.iloc[0], label=labels.get(method, method))
+        ax.set_title(setting)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("training loss / first epoch's")
+    axes[-1].legend(fontsize=7)
+    return _save(fig, path)
+
+
 def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
     """Each lever beside its base method and random init, on the grid part it ran on."""
     if not cfg.levers:
@@ -331,7 +359,10 @@ def write_report(study: Path, out: Path) -> Path:
             link = plot_maps(study, setting, first, fraction, labels, figures / name)
             lines += [f"![predicted maps]({link})", ""]
     lines += lever_section(cfg, results)
-    lines += ["### Pretraining reconstructions", ""]
+    lines += ["### Pretraining", ""]
+    losses = plot_pretraining_losses(study, cfg, figures / "pretraining_losses.png")
+    if losses:
+        lines += [f"![pretraining losses]({losses})", ""]
     for title, link in copy_reconstructions(study, figures):
         lines += [f"{title}: ![reconstruction]({link})", ""]
     discussion = out / "discussion.md"
