@@ -223,6 +223,13 @@ def plot_pretraining_losses(study: Path, cfg: StudyConfig, path: Path) -> str | 
     return _save(fig, path)
 
 
+def _changes(lever) -> str:
+    changes = [f"pretraining `{json.dumps(lever.pretrain)}`"] if lever.pretrain else []
+    if lever.finetune_epochs:
+        changes.append(f"{lever.finetune_epochs} fine-tuning epochs")
+    return ", ".join(changes)
+
+
 def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
     """Each lever beside its base method and random init, on the grid part it ran on."""
     if not cfg.levers:
@@ -231,14 +238,14 @@ def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
     lines = [
         "## Levers",
         "",
-        "Pretraining variants, each the base method's recipe with one thing changed, "
-        "fine-tuned with the same recipe on the same pixels:",
+        "Variants of a method, each with one thing changed in its pretraining or "
+        "fine-tuning, trained on the same pixels as the methods:",
         "",
         "| lever | base | changed |",
         "|---|---|---|",
     ]
     lines += [
-        f"| {lever.label} | {labels[lever.base]} | `{json.dumps(lever.pretrain)}` |"
+        f"| {lever.label} | {labels[lever.base]} | {_changes(lever)} |"
         for lever in cfg.levers.values()
     ]
     for setting in cfg.settings:

@@ -83,18 +83,29 @@ PRETRAINING = {
 
 
 class Lever(BaseModel):
-    """A pretraining variant: ``base``'s recipe with ``pretrain`` config overrides (more
-    epochs, another mask ratio, ...), fine-tuned and scored like the plan's methods on a
-    part of the grid (each ``None``: the plan's own list). Levers run after the methods."""
+    """A variant of ``base``: its pretraining recipe with ``pretrain`` config overrides
+    (more epochs, another mask ratio, ...) and/or ``finetune_epochs`` fine-tuning epochs,
+    scored like the plan's methods on a part of the grid (``settings``, ``split_seeds``,
+    ``fractions``; each ``None``: the plan's own list). Levers run after the methods; one
+    that changes only fine-tuning reuses its base's encoder."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    base: PretrainedMethod
+    base: Literal["random"] | PretrainedMethod
     label: str
     pretrain: dict[str, Any] = {}
+    finetune_epochs: int | None = Field(default=None, ge=1)
     settings: list[str] | None = None
     split_seeds: list[int] | None = None
     fractions: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Lever:
+        if self.base == "random" and self.pretrain:
+            raise ValueError("a lever on random init has no pretraining to change")
+        if not self.pretrain and self.finetune_epochs is None:
+            raise ValueError("a lever must change pretrain or finetune_epochs")
+        return self
 
 
 class StudyConfig(BaseModel):
@@ -136,6 +147,14 @@ class StudyConfig(BaseModel):
                 seeds = lever.split_seeds or self.split_seeds
                 jobs += [(s, f, name) for s in seeds for f in lever.fractions or self.fractions]
         return jobs
+
+    def recipe(self, method: str) -> tuple[str, int]:
+        """(whose encoder: ``random`` or a pretraining run's name, fine-tuning epochs)."""
+        lever = self.levers.get(method)
+        if lever is None:
+            return method, self.finetune_epochs
+        encoder = method if lever.pretrain else lever.base
+        return encoder, lever.finetune_epochs or self.finetune_epochs
 
     def labels(self) -> dict[str, str]:
         """Display name of every method and lever, in table order."""
@@ -247,6 +266,7 @@ def finetune_and_predict(
     run_dir: Path,
     encoder: Path | None,
     seed: int,
+    epochs: int,
     n_bands: int,
     product,
 ) -> np.ndarray:
@@ -264,7 +284,7 @@ def finetune_and_predict(
             overrides={
                 "seed": seed,
                 "model": {"in_chans": n_bands},
-                "schedule": {"epochs": cfg.finetune_epochs},
+                "schedule": {"epochs": epochs},
             },
         )
         last = last_checkpoint(run_dir)
@@ -319,14 +339,15 @@ def run_study(
                 prediction = fit_predict(features, train, seed=seed, n_jobs=-1)
                 prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
             else:
-                if method != "random" and method not in encoders:
+                encoder, epochs = cfg.recipe(method)
+                if encoder != "random" and encoder not in encoders:
                     store = root / "pretrain_store"
                     if not (store / "index.parquet").exists():
                         write_pretrain_store(
                             store, product, image_db, cfg.patch, cfg.pretrain_stride
                         )
-                    encoders[method] = pretrain(
-                        cfg, method, store, root / "pretrain" / method, bands
+                    encoders[encoder] = pretrain(
+                        cfg, encoder, store, root / "pretrain" / encoder, bands
                     )
                 store = root / "stores" / tag
                 if not (store / "index.parquet").exists():
@@ -336,7 +357,7 @@ def run_study(
                         cfg.patch, cfg.train_stride, cfg.split.block_size,
                     )  # fmt: skip
                 prediction = finetune_and_predict(
-                    cfg, store, run_dir, encoders.get(method), seed, len(bands), product
+                    cfg, store, run_dir, encoders.get(encoder), seed, epochs, len(bands), product
                 )
             run_dir.mkdir(parents=True, exist_ok=True)
             save_prediction(run_dir / "prediction.npz", prediction)

@@ -41,7 +41,12 @@ def test_methods_run_seed_by_seed_then_levers_on_their_part_of_the_grid():
 
 def test_a_lever_limited_to_one_setting_runs_only_there():
     plan = StudyConfig.model_validate(
-        PLAN | {"levers": {"e100": LEVER | {"settings": ["HH"], "split_seeds": [1]}}}
+        PLAN
+        | {
+            "levers": {
+                "e100": LEVER | {"finetune_epochs": 3, "settings": ["HH"], "split_seeds": [1]}
+            }
+        }
     )
     assert [j for j in plan.jobs("HH", ["HH"]) if j[2] == "e100"] == [
         (1, 0.01, "e100"),
@@ -51,12 +56,31 @@ def test_a_lever_limited_to_one_setting_runs_only_there():
     assert plan.labels()["e100"] == LEVER["label"]
 
 
+def test_a_fine_tuning_lever_reuses_its_base_encoder():
+    plan = StudyConfig.model_validate(
+        PLAN
+        | {
+            "levers": {
+                "ft40": LEVER | {"finetune_epochs": 40},
+                "random_ft40": {"base": "random", "label": "R", "finetune_epochs": 40},
+                "e100": LEVER | {"pretrain": {"schedule": {"epochs": 100}}},
+            }
+        }
+    )
+    assert plan.recipe("sarw_simmim") == ("sarw_simmim", 2)
+    assert plan.recipe("ft40") == ("sarw_simmim", 40)
+    assert plan.recipe("random_ft40") == ("random", 40)
+    assert plan.recipe("e100") == ("e100", 2)  # its own pretraining run
+
+
 @pytest.mark.parametrize(
     "levers, message",
     [
-        ({"random": LEVER}, "name of a method"),
-        ({"x": LEVER | {"settings": ["VV"]}}, "not in the plan"),
-        ({"x": LEVER | {"base": "random"}}, "base"),
+        ({"x": LEVER}, "must change"),
+        ({"x": LEVER | {"base": "random", "pretrain": {"a": 1}}}, "no pretraining"),
+        ({"random": LEVER | {"finetune_epochs": 3}}, "name of a method"),
+        ({"x": LEVER | {"finetune_epochs": 3, "settings": ["VV"]}}, "not in the plan"),
+        ({"x": LEVER | {"finetune_epochs": 3, "base": "rf"}}, "base"),
     ],
 )
 def test_bad_levers_are_refused(levers, message):
