@@ -106,6 +106,20 @@ def per_class_table(results: pd.DataFrame, fraction: float, labels: dict[str, st
     return pd.DataFrame(table)
 
 
+def _pixels_per_fraction(results: pd.DataFrame) -> str:
+    pixels = results.groupby("fraction")["train_pixels"].mean()
+    return "; ".join(f"{f:.0%}: {n:,.0f} px" for f, n in pixels.items()) + ", mean over seeds"
+
+
+def pixel_count_table(splits) -> pd.DataFrame:
+    """Labelled pixels per class and split, the split seeds side by side ("a / b / c")."""
+    tables = [split.pixel_counts(CLASS_NAMES) for split in splits]
+    table = tables[0][["class", "scored"]].copy()
+    for name in SPLITS:
+        table[name] = [" / ".join(str(t[name].iloc[i]) for t in tables) for i in range(len(table))]
+    return table
+
+
 def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> str:
     settings = list(dict.fromkeys(results["setting"]))
     fig = Figure(figsize=(5.2 * len(settings), 4.0))
@@ -289,7 +303,8 @@ def write_report(study: Path, out: Path) -> Path:
     figures = out / "figures"
     data = Path(json.loads((study / "data.json").read_text())["data"])
     gt = read_ground_truth(data)
-    first = make_split(gt, cfg.split_seeds[0], cfg.split)
+    splits = [make_split(gt, seed, cfg.split) for seed in cfg.split_seeds]
+    first = splits[0]
     rule = cfg.split
     labels = {m: name for m, name in METHOD_LABELS.items() if m in cfg.methods}
     main = results[results["method"].isin(cfg.methods)]
@@ -314,7 +329,8 @@ def write_report(study: Path, out: Path) -> Path:
         f"and scoring): {', '.join(CLASS_NAMES[c] for c in first.excluded) or 'none'}. "
         f"Training labels within {rule.buffer} px of a val/test block are not used.",
         "- Label fractions: a uniform, nested sample of the training pixels (1 % ⊂ 5 % ⊂ 10 % "
-        "⊂ 100 %), seeded by the split seed; every method trains on exactly these pixels.",
+        "⊂ 100 %), seeded by the split seed; every method trains on exactly these pixels "
+        f"({_pixels_per_fraction(results)}).",
         "- **Transductive**: pretraining uses the imagery of the whole scene (no labels), "
         "and fine-tuning patches may show val/test imagery as unlabelled context; labels "
         "never cross splits. This is the setting of mapping one scene from partial ground "
@@ -326,9 +342,10 @@ def write_report(study: Path, out: Path) -> Path:
         "",
         f"![split layout]({plot_split(first, figures / 'split_layout.png')})",
         "",
-        f"Labelled pixels per class and split (split seed {first.seed}):",
+        "Labelled pixels per class and split (split seeds "
+        f"{' / '.join(str(s.seed) for s in splits)}; the layout above is seed {first.seed}):",
         "",
-        _markdown(first.pixel_counts(CLASS_NAMES)),
+        _markdown(pixel_count_table(splits)),
         "",
         "## Results",
         "",
