@@ -138,14 +138,19 @@ class StudyConfig(BaseModel):
 
     def jobs(self, setting: str, bands: list[str]) -> list[tuple[int, float, str]]:
         """(split seed, fraction, method or lever) in run order: the methods over the whole
-        grid, seed by seed (an interrupted study has every method for the seeds it
-        finished), then the levers on their part of it."""
+        grid, then the levers on their part of it, both seed by seed (an interrupted study
+        has every method, and every lever, for the cells it finished: paired)."""
         methods = [m for m in self.methods if m != "sarw_simmim_shared" or len(bands) > 1]
         jobs = [(s, f, m) for s in self.split_seeds for f in self.fractions for m in methods]
-        for name, lever in self.levers.items():
-            if setting in (lever.settings or self.settings):
-                seeds = lever.split_seeds or self.split_seeds
-                jobs += [(s, f, name) for s in seeds for f in lever.fractions or self.fractions]
+        levers = {n: v for n, v in self.levers.items() if setting in (v.settings or self.settings)}
+        for seed in self.split_seeds:
+            for fraction in self.fractions:
+                jobs += [
+                    (seed, fraction, name)
+                    for name, lever in levers.items()
+                    if seed in (lever.split_seeds or self.split_seeds)
+                    and fraction in (lever.fractions or self.fractions)
+                ]
         return jobs
 
     def recipe(self, method: str) -> tuple[str, int]:

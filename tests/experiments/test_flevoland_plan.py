@@ -36,6 +36,11 @@ def test_methods_run_seed_by_seed_then_levers_on_their_part_of_the_grid():
     methods = ["random", "sarw_simmim", "rf"]
     grid = [(s, f, m) for s in (0, 1) for f in (0.01, 1.0) for m in methods]
     assert jobs == grid + [(0, 0.01, "mask40"), (1, 0.01, "mask40")]
+    two = StudyConfig.model_validate(PLAN | {"levers": {"a": lever, "b": lever}})
+    # levers interleaved seed by seed, so that a stopped study leaves them paired
+    assert [j for j in two.jobs("HH", ["HH"]) if j[2] in "ab"] == [
+        (0, 0.01, "a"), (0, 0.01, "b"), (1, 0.01, "a"), (1, 0.01, "b"),
+    ]  # fmt: skip
     assert "sarw_simmim_shared" in {m for _, _, m in plan.jobs("HH+HV+VV", ["HH", "HV", "VV"])}
 
 
