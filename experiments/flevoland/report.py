@@ -43,6 +43,14 @@ def _save(fig: Figure, path: Path) -> str:
     return f"figures/{path.name}"
 
 
+# Each SAR-W method and the method it differs from by the weighting alone.
+WEIGHTING_PAIRS = {
+    "sarw_simmim": "simmim",
+    "sarw_mixmae": "mixmae",
+    "sarw_simmim_shared": "sarw_simmim",
+}
+
+
 def _ordered(methods, labels: dict[str, str]) -> list[str]:
     """``methods`` in the order of ``labels`` (the display names, table order)."""
     return [m for m in labels if m in set(methods)]
@@ -370,6 +378,11 @@ def write_report(study: Path, out: Path) -> Path:
             "Paired difference in test mIoU to random initialisation (mean, then per split seed):",
             "",
             _markdown(paired_table(subset, labels)),
+            "",
+            "Paired difference in test mIoU made by the weighting (SAR-W − the same method "
+            "unweighted; shared_avg − per_channel):",
+            "",
+            _markdown(paired_table(subset, labels, base=WEIGHTING_PAIRS)),
             "",
         ]
         for fraction in (min(cfg.fractions), max(cfg.fractions)):
