@@ -138,15 +138,19 @@ def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> st
             stats = subset[subset["method"] == method].groupby("fraction")["test_miou"]
             mean, std = stats.mean(), stats.std(ddof=1).fillna(0.0)
             style = "--" if method == "rf" else "-"
+            colour = f"C{list(labels).index(method) % 10}"  # the same in every panel
             ax.errorbar(
-                mean.index * 100, mean, yerr=std, fmt=style + "o", capsize=3, label=labels[method]
-            )
+                mean.index * 100, mean, yerr=std, fmt=style + "o", capsize=3,
+                color=colour, label=labels[method],
+            )  # fmt: skip
         ax.set_xscale("log")
+        fractions = sorted(set(subset["fraction"]))
+        ax.set_xticks([f * 100 for f in fractions], [f"{f:.0%}" for f in fractions])
         ax.set_xlabel("labelled training pixels (%)")
         ax.set_title(setting)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test mIoU (mean ± std over split seeds)")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _save(fig, path)
 
 
