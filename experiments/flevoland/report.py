@@ -281,14 +281,9 @@ def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
         bases = {name: lever.base for name, lever in cfg.levers.items()}
         keep = {"random", *bases.values(), *ran["method"]}
         grid = set(zip(ran["split_seed"], ran["fraction"], strict=True))
-        subset = results[
-            (results["setting"] == setting)
-            & results["method"].isin(keep)
-            & [
-                cell in grid
-                for cell in zip(results["split_seed"], results["fraction"], strict=True)
-            ]
-        ]
+        cells = zip(results["split_seed"], results["fraction"], strict=True)
+        in_grid = np.array([cell in grid for cell in cells], dtype=bool)
+        subset = results[(results["setting"] == setting) & results["method"].isin(keep) & in_grid]
         lines += [
             "",
             f"### {setting}: levers",
