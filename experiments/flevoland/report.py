@@ -296,12 +296,23 @@ def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
             "",
             _markdown(paired_table(subset, labels, base=bases)),
             "",
-            "Paired difference to random initialisation:",
+            "Paired difference to random initialisation fine-tuned for as many epochs:",
             "",
-            _markdown(paired_table(subset[subset["method"].isin([*cfg.levers, "random"])], labels)),
+            _markdown(paired_table(subset, labels, base=_random_references(cfg))),
             "",
         ]
     return lines
+
+
+def _random_references(cfg: StudyConfig) -> dict[str, str]:
+    """Each pretrained lever's random-init reference: the random-init lever with the same
+    fine-tuning length if there is one, else random init."""
+    randoms = {v.finetune_epochs: n for n, v in cfg.levers.items() if v.base == "random"}
+    return {
+        name: randoms.get(lever.finetune_epochs, "random") if lever.finetune_epochs else "random"
+        for name, lever in cfg.levers.items()
+        if lever.base != "random"
+    }
 
 
 def write_report(study: Path, out: Path) -> Path:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "experiments" / "flevoland"))
 
-from report import paired_table, score_table  # noqa: E402
+from report import _random_references, paired_table, score_table  # noqa: E402
 from run import StudyConfig  # noqa: E402
 
 PLAN = {
@@ -76,6 +76,8 @@ def test_a_fine_tuning_lever_reuses_its_base_encoder():
     assert plan.recipe("ft40") == ("sarw_simmim", 40)
     assert plan.recipe("random_ft40") == ("random", 40)
     assert plan.recipe("e100") == ("e100", 2)  # its own pretraining run
+    # a lever is compared with random init fine-tuned for as long, where the plan has it
+    assert _random_references(plan) == {"ft40": "random_ft40", "e100": "random"}
 
 
 @pytest.mark.parametrize(
