@@ -240,12 +240,14 @@ def plot_pretraining_losses(study: Path, cfg: StudyConfig, path: Path) -> str | 
             loss = pd.read_csv(file).groupby("epoch")["train/loss_epoch"].mean().dropna()
             if len(loss):
                 method = file.parents[1].name
-                ax.plot(loss.index + 1, loss / loss.iloc[0], label=labels.get(method, method))
+                colour = f"C{list(labels).index(method) % 10}" if method in labels else None
+                label = labels.get(method, method)
+                ax.plot(loss.index + 1, loss / loss.iloc[0], color=colour, label=label)
         ax.set_title(setting)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     axes[0].set_ylabel("training loss / first epoch's")
-    axes[-1].legend(fontsize=7)
     return _save(fig, path)
 
 
