@@ -258,7 +258,9 @@ def _changes(lever) -> str:
     return ", ".join(changes)
 
 
-def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
+def lever_section(
+    cfg: StudyConfig, results: pd.DataFrame, study: Path, split, figures: Path
+) -> list[str]:
     """Each lever beside its base method and random init, on the grid part it ran on."""
     if not cfg.levers:
         return []
@@ -303,6 +305,12 @@ def lever_section(cfg: StudyConfig, results: pd.DataFrame) -> list[str]:
             _markdown(paired_table(subset, labels, base=_random_references(cfg))),
             "",
         ]
+        if split.seed in set(subset["split_seed"]):
+            fraction = max(subset["fraction"])
+            shown = {m: labels[m] for m in _ordered(subset["method"], labels)}
+            name = f"maps_{slug(setting)}_levers_{fraction_tag(fraction)}.png"
+            link = plot_maps(study, setting, split, fraction, shown, figures / name)
+            lines += [f"![predicted maps, levers]({link})", ""]
     return lines
 
 
@@ -407,7 +415,7 @@ def write_report(study: Path, out: Path) -> Path:
             name = f"maps_{slug(setting)}_{fraction_tag(fraction)}.png"
             link = plot_maps(study, setting, first, fraction, labels, figures / name)
             lines += [f"![predicted maps]({link})", ""]
-    lines += lever_section(cfg, results)
+    lines += lever_section(cfg, results, study, first, figures)
     lines += ["### Pretraining", ""]
     losses = plot_pretraining_losses(study, cfg, figures / "pretraining_losses.png")
     if losses:
