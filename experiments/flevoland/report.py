@@ -56,6 +56,11 @@ def _ordered(methods, labels: dict[str, str]) -> list[str]:
     return [m for m in labels if m in set(methods)]
 
 
+def _colour(method: str, labels: dict[str, str]) -> str | None:
+    """A method's line colour, from its place in ``labels``: the same in every panel."""
+    return f"C{list(labels).index(method) % 10}" if method in labels else None
+
+
 def _mean_std(values: pd.Series) -> str:
     if len(values) == 1:
         return f"{values.iloc[0]:.3f}"
@@ -138,7 +143,7 @@ def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> st
             stats = subset[subset["method"] == method].groupby("fraction")["test_miou"]
             mean, std = stats.mean(), stats.std(ddof=1).fillna(0.0)
             style = "--" if method == "rf" else "-"
-            colour = f"C{list(labels).index(method) % 10}"  # the same in every panel
+            colour = _colour(method, labels)
             ax.errorbar(
                 mean.index * 100, mean, yerr=std, fmt=style + "o", capsize=3,
                 color=colour, label=labels[method],
@@ -240,7 +245,7 @@ def plot_pretraining_losses(study: Path, cfg: StudyConfig, path: Path) -> str | 
             loss = pd.read_csv(file).groupby("epoch")["train/loss_epoch"].mean().dropna()
             if len(loss):
                 method = file.parents[1].name
-                colour = f"C{list(labels).index(method) % 10}" if method in labels else None
+                colour = _colour(method, labels)
                 label = labels.get(method, method)
                 ax.plot(loss.index + 1, loss / loss.iloc[0], color=colour, label=label)
         ax.set_title(setting)
@@ -265,6 +270,7 @@ def lever_section(
     if not cfg.levers:
         return []
     labels = cfg.labels()
+    bases = {name: lever.base for name, lever in cfg.levers.items()}
     lines = [
         "## Levers",
         "",
@@ -282,7 +288,6 @@ def lever_section(
         ran = results[(results["setting"] == setting) & results["method"].isin(cfg.levers)]
         if ran.empty:
             continue
-        bases = {name: lever.base for name, lever in cfg.levers.items()}
         keep = {"random", *bases.values(), *ran["method"]}
         grid = set(zip(ran["split_seed"], ran["fraction"], strict=True))
         cells = zip(results["split_seed"], results["fraction"], strict=True)
