@@ -38,26 +38,56 @@ def _global(
 
 @app.command()
 def info(
-    product: Annotated[Path, typer.Argument(help="Product file, CEOS VOL- file or folder.")],
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="Product (file, CEOS VOL- file or folder) or label source (class raster, "
+            "label image, polygon layer)."
+        ),
+    ],
     kind: Annotated[
         str | None,
-        typer.Option(help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power."),
+        typer.Option(
+            help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power, labels."
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Class table naming a label source's values."),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        typer.Option("--label-field", help="Class attribute of a polygon layer."),
     ] = None,
 ) -> None:
-    """Print what was parsed from a product: mode, level, date, size, CRS, CF, ..."""
+    """Print what was parsed from a product (mode, level, date, size, CRS, CF, ...) or a
+    label source (kind, CRS, size or features, values with counts and class names)."""
     from rich.console import Console
     from rich.table import Table
 
+    from alos2fm.data.labels import describe_labels, is_label_source
     from alos2fm.products import describe_product
 
-    table = Table(title=str(product), show_header=False, title_justify="left")
+    console = Console(width=120)
+    if kind == "labels" or (kind is None and is_label_source(source)):
+        fields, values = describe_labels(source, classes, field=label_field)
+    else:
+        fields, values = describe_product(source, kind=kind), []
+    table = Table(title=str(source), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    for field, value in describe_product(product, kind=kind).items():
+    for field, value in fields.items():
         if isinstance(value, (tuple, list)):
             value = ", ".join(f"{v:.12g}" if isinstance(v, float) else str(v) for v in value)
         table.add_row(field.replace("_", " "), str(value))
-    Console(width=120).print(table)
+    console.print(table)
+    if values:
+        counts = Table(title="values", title_justify="left")
+        for column in values[0]:
+            counts.add_column(column, justify="right" if column in ("px", "features") else "left")
+        for row in values:
+            counts.add_row(*(str(v) for v in row.values()))
+        console.print(counts)
 
 
 # --- stage 1: dataset preparation ---------------------------------------------------------
@@ -101,13 +131,47 @@ def prepare(
         int | None, typer.Option("--filter-size", help="Speckle filter window, px (default 5).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Dataset folder.")] = None,
-    landcover: Annotated[
+    labels: Annotated[
         list[Path] | None,
-        typer.Option("--landcover", help="Land-cover map(s) (HRLULC GeoTIFF); repeatable."),
+        typer.Option(
+            "--labels",
+            "--landcover",
+            help="Label source(s): class raster tiles (any CRS), one pixel-grid label image "
+            "per product (with --labels-grid pixel), or a polygon layer; repeatable.",
+        ),
     ] = None,
-    remap: Annotated[
-        str | None, typer.Option("--remap", help="Class remap table: shipped name or YAML file.")
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            "--remap",
+            help="Class table: shipped name (hrlulc_v23.12_to_9, worldcover, water_mask, "
+            "flevoland, ...) or YAML file (default hrlulc_v23.12_to_9).",
+        ),
     ] = None,
+    label_field: Annotated[
+        str | None, typer.Option("--label-field", help="Class attribute of a polygon layer.")
+    ] = None,
+    labels_grid: Annotated[
+        str | None,
+        typer.Option(
+            "--labels-grid",
+            help="map (labels carry a CRS, default) or pixel (on the product's own grid).",
+        ),
+    ] = None,
+    unknown_values: Annotated[
+        str | None,
+        typer.Option(
+            "--unknown-values", help="Label values absent from the class table: error or ignore."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Write into a non-empty folder that is not a dataset (its files are kept).",
+        ),
+    ] = False,
     patch_size: Annotated[
         int | None, typer.Option("--patch-size", help="Patch side, px (default 256).")
     ] = None,
@@ -167,8 +231,12 @@ def prepare(
         config,
         products=products or None,
         out=out,
-        landcover=landcover or None,
-        remap=remap,
+        labels=labels or None,
+        classes=classes,
+        label_field=label_field,
+        labels_grid=labels_grid,
+        unknown_values=unknown_values,
+        overwrite=overwrite or None,
         patch_size=patch_size,
         stride=stride,
         max_nodata=max_nodata,

@@ -19,10 +19,10 @@ from alos2fm.data.balance import (
     plot_distribution,
     select_balanced,
 )
-from alos2fm.data.labels import load_remap
+from alos2fm.data.classes import load_class_table
 from alos2fm.errors import DataError
 
-NAMES = load_remap().names  # 0 Water, 1 Built-up, ..., 5 Forest, ...
+NAMES = load_class_table().names  # 0 Water, 1 Built-up, ..., 5 Forest, ...
 WATER, BUILT, PADDY, FOREST = 0, 1, 2, 5
 
 
@@ -136,6 +136,6 @@ def test_distribution_table_and_chart(tmp_path):
     assert table.set_index("name").loc["unlabelled", "after"] == 0
     assert table["category"].tolist() == [WATER, BUILT, PADDY, FOREST, UNLABELLED]
 
-    png = plot_distribution(table, tmp_path / "distribution.png", load_remap().colors)
+    png = plot_distribution(table, tmp_path / "distribution.png", load_class_table().colors)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["distribution.png"]  # no temp file left

@@ -1,9 +1,10 @@
-"""Land-cover labels: class tables, remap tables, reprojection onto patch grids."""
+"""Label sources read onto patch grids: class rasters, pixel-grid images, polygons."""
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -11,129 +12,31 @@ import rasterio
 from affine import Affine
 from rasterio.warp import transform
 
-from alos2fm.data.labels import (
-    IGNORE_INDEX,
-    LabelMap,
-    Remap,
-    TargetClass,
-    hrlulc_classes,
-    identity_remap,
-    load_remap,
-)
+from alos2fm.data.classes import ClassTable, TrainingClass
+from alos2fm.data.labels import IGNORE_INDEX, LabelMap, identity_remap
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid, Window
 
-# Pixel counts of the v23.12 crop, from its README (id: count; 0 = no data / sea).
-CROP_COUNTS = {
-    0: 230400, 1: 681120, 2: 196983, 3: 75590, 4: 64957, 5: 77849, 6: 296338, 7: 90633,
-    8: 32860, 9: 216266, 10: 22877, 11: 47742, 12: 3801, 13: 30824, 14: 5360,
-}  # fmt: skip
 
-
-def _write_labels(path: Path, data: np.ndarray, transform_: Affine, crs: str = "EPSG:4326"):
+def _write_labels(
+    path: Path,
+    data: np.ndarray,
+    transform_: Affine,
+    crs: str | None = "EPSG:4326",
+    nodata: float | None = 0,
+) -> Path:
     profile = dict(
-        driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype="uint8",
-        crs=crs, transform=transform_, nodata=0,
+        driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=str(data.dtype),
+        crs=crs, transform=transform_, nodata=nodata,
     )  # fmt: skip
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, 1)
     return path
 
 
-# --- class tables and remaps ----------------------------------------------------------------
-
-
-def test_class_tables_have_documented_sizes_and_extend_each_other():
-    sizes = {v: len(hrlulc_classes(v)) for v in ("21.11", "23.12", "25.04")}
-    assert sizes == {"21.11": 12, "23.12": 14, "25.04": 15}
-    assert hrlulc_classes("25.04")[:14] == hrlulc_classes("23.12")
-    assert [c.name for c in hrlulc_classes("23.12")[12:]] == ["Wetland", "Greenhouse"]
-    with pytest.raises(DataError, match="unknown HRLULC version"):
-        hrlulc_classes("22.01")
-
-
-def test_class_colours_match_the_colour_table_embedded_in_the_real_map(hrlulc_crop):
-    with rasterio.open(hrlulc_crop) as src:
-        embedded = src.colormap(1)
-    for cls in hrlulc_classes("23.12"):
-        assert embedded[cls.id][:3] == cls.color, cls.name
-
-
-def test_real_crop_class_counts_match_its_readme(hrlulc_crop):
-    with rasterio.open(hrlulc_crop) as src:
-        counts = np.bincount(src.read(1).ravel(), minlength=256)
-    assert {k: int(counts[k]) for k in CROP_COUNTS} == CROP_COUNTS
-    assert counts[15:].sum() == 0
-
-
-def test_default_remap_counts_on_the_real_crop(hrlulc_crop):
-    remap = load_remap()
-    assert remap.num_classes == 9 and remap.source_version == "23.12"
-    with rasterio.open(hrlulc_crop) as src:
-        remapped = remap.lut()[src.read(1)]
-    counts = np.bincount(remapped.ravel(), minlength=256)
-    names = remap.names
-    c = CROP_COUNTS
-    expected = {
-        "Water": c[1], "Built-up": c[2], "Paddy field": c[3], "Cropland": c[4] + c[14],
-        "Grassland": c[5], "Forest": c[6] + c[7] + c[8] + c[9] + c[11], "Bare land": c[10],
-        "Solar panel": c[12], "Wetland": c[13],
-    }  # fmt: skip
-    assert {names[i]: int(counts[i]) for i in range(9)} == expected
-    assert counts[IGNORE_INDEX] == c[0]
-    assert counts[9:IGNORE_INDEX].sum() == 0
-
-
-def test_v25_remap_sends_tidal_flats_to_wetland():
-    remap = load_remap("hrlulc_v25.04_to_9")
-    assert remap.names[int(remap.lut()[15])] == "Wetland"
-
-
-def _yaml(tmp_path: Path, body: str) -> Path:
-    path = tmp_path / "remap.yaml"
-    path.write_text(body)
-    return path
-
-
-_TWO_CLASS = """
-name: t
-source_version: "21.11"
-classes:
-  - {id: 0, name: Water, color: [0, 0, 100], source_ids: [1]}
-  - {id: 1, name: Land, color: [9, 9, 9], source_ids: [2, 3, 4, 5, 6, 7, 8, 9, 10, 11]}
-exclude: [EXCLUDED]
-"""
-
-
-def test_remap_from_file_with_excluded_class(tmp_path):
-    remap = load_remap(_yaml(tmp_path, _TWO_CLASS.replace("EXCLUDED", "12")))
-    assert remap.lut()[[0, 1, 2, 11, 12, 13]].tolist() == [255, 0, 1, 1, 255, 255]
-
-
-@pytest.mark.parametrize(
-    ("exclude", "message"),
-    [
-        ("12, 16", r"source ids \[16\] are not HRLULC v21.11 classes"),  # unknown id
-        ("", r"source ids \[12\] are neither mapped nor excluded"),  # forgotten class
-        ("12, 2", r"source ids \[2\] are listed more than once"),
-    ],
-)
-def test_remap_validation_names_the_file_and_the_bad_ids(tmp_path, exclude, message):
-    path = _yaml(tmp_path, _TWO_CLASS.replace("EXCLUDED", exclude))
-    with pytest.raises(DataError, match=message) as err:
-        load_remap(path)
-    assert str(path) in str(err.value)
-
-
-def test_remap_target_ids_must_be_contiguous(tmp_path):
-    body = _TWO_CLASS.replace("EXCLUDED", "12").replace("id: 1,", "id: 2,")
-    with pytest.raises(DataError, match="target ids must be 0..1"):
-        load_remap(_yaml(tmp_path, body))
-
-
-def test_unknown_remap_name_lists_the_shipped_ones():
-    with pytest.raises(DataError, match="hrlulc_v23.12_to_9"):
-        load_remap("hrlulc_v99_to_3")
+def _on(grid: RasterGrid) -> SimpleNamespace:
+    """A stand-in product: all that check_scene reads is the grid (and the path)."""
+    return SimpleNamespace(grid=grid, path=Path("scene.tif"))
 
 
 # --- reading onto grids -----------------------------------------------------------------------
@@ -146,7 +49,7 @@ def test_read_on_own_grid_returns_the_window_remapped(hrlulc_crop):
         grid = RasterGrid(src.height, src.width, "EPSG:4326", src.transform)
         source = src.read(1)
     window = Window(700, 300, 64, 96)
-    expected = labels.remap.lut()[source[700:764, 300:396]]
+    expected = labels.table.training_ids(source[700:764, 300:396])
     np.testing.assert_array_equal(labels.read_on_grid(grid, window), expected)
 
 
@@ -188,15 +91,16 @@ def test_mode_votes_on_remapped_classes(tmp_path):
     c = np.array([[12, 12, 12], [12, 12, 12], [3, 3, 3]])
     data = np.hstack([a, b, c]).astype(np.uint8)
     path = _write_labels(tmp_path / "lc.tif", data, Affine(0.001, 0, 139.0, 0, -0.001, 35.0))
-    remap = Remap(
+    remap = ClassTable(
         name="mode-test",
-        source_version="23.12",
+        source_classes="hrlulc_v23.12",
         classes=[
-            TargetClass(id=0, name="Water", color=(0, 0, 100), source_ids=[1]),
-            TargetClass(id=1, name="Cropland", color=(9, 9, 9), source_ids=[4, 14]),
-            TargetClass(id=2, name="Forest", color=(0, 172, 86), source_ids=[6, 7, 8, 9, 11]),
-            TargetClass(id=3, name="Other", color=(1, 1, 1), source_ids=[2, 3, 5, 10, 13]),
+            TrainingClass(name="Water", color=(0, 0, 100), values=[1]),
+            TrainingClass(name="Cropland", color=(9, 9, 9), values=[4, 14]),
+            TrainingClass(name="Forest", color=(0, 172, 86), values=[6, 7, 8, 9, 11]),
+            TrainingClass(name="Other", color=(1, 1, 1), values=[2, 3, 5, 10, 13]),
         ],
+        ignore=[0],
         exclude=[12],
     )
     grid = RasterGrid(1, 3, "EPSG:4326", Affine(0.003, 0, 139.0, 0, -0.003, 35.0))
@@ -237,7 +141,9 @@ def test_values_outside_the_class_table_fail_clearly(tmp_path):
         tmp_path / "v25.tif", np.full((4, 4), 15, np.uint8), Affine(0.1, 0, 139, 0, -0.1, 36)
     )
     grid = RasterGrid(4, 4, "EPSG:4326", Affine(0.1, 0, 139, 0, -0.1, 36))
-    with pytest.raises(DataError, match=r"class ids \[15\].*v23.12") as err:
+    with pytest.raises(
+        DataError, match=r"values 15 are not in class table 'hrlulc_v23.12_to_9'"
+    ) as err:
         LabelMap(path).read_on_grid(grid, Window(0, 0, 4, 4))
     assert "v25.tif" in str(err.value)
     # ... and read fine as v25.04.
@@ -250,10 +156,10 @@ def test_non_label_rasters_are_refused(tmp_path):
     with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=1, dtype="float32",
                        crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 0)) as dst:  # fmt: skip
         dst.write(np.zeros((1, 2, 2), np.float32))
-    with pytest.raises(DataError, match="one uint8 band"):
+    with pytest.raises(DataError, match="one band of integers, found 1 band.s. of float32"):
         LabelMap(path)
     (tmp_path / "junk.tif").write_bytes(b"not a tiff")
-    with pytest.raises(DataError, match="cannot open land-cover map"):
+    with pytest.raises(DataError, match="cannot open label raster"):
         LabelMap(tmp_path / "junk.tif")
 
 
@@ -263,20 +169,20 @@ def test_non_label_rasters_are_refused(tmp_path):
 def test_scene_checks_name_the_scene_and_the_map(hrlulc_crop):
     labels = LabelMap(hrlulc_crop)
     inside = RasterGrid(100, 100, "EPSG:32654", Affine(30.0, 0, 320000.0, 0, -30.0, 3950000.0))
-    labels.check_scene(inside, "scene.tif")  # no error
+    labels.check_scene(_on(inside), "scene.tif")  # no error
     assert labels.overlaps(inside)
 
     europe = RasterGrid(100, 100, "EPSG:32633", Affine(30.0, 0, 400000.0, 0, -30.0, 5300000.0))
     assert not labels.overlaps(europe)
     with pytest.raises(DataError, match="does not overlap") as err:
-        labels.check_scene(europe, "IMG-HH-far.tif")
+        labels.check_scene(_on(europe), "IMG-HH-far.tif")
     assert "IMG-HH-far.tif" in str(err.value) and hrlulc_crop.name in str(err.value)
 
     with pytest.raises(DataError, match="no map CRS"):
-        labels.check_scene(RasterGrid(100, 100, None), "slant.tif")
+        labels.check_scene(_on(RasterGrid(100, 100, None)), "slant.tif")
     off_earth = RasterGrid(10, 10, "EPSG:32654", Affine(30.0, 0, 3e7, 0, -30.0, 9e7))
     with pytest.raises(DataError, match="not on Earth"):
-        labels.check_scene(off_earth, "bad.tif")
+        labels.check_scene(_on(off_earth), "bad.tif")
 
 
 def test_label_map_survives_pickling_for_worker_processes(hrlulc_crop):

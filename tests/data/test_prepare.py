@@ -11,8 +11,9 @@ from rasterio.transform import from_origin
 from torch.utils.data import DataLoader
 
 from alos2fm.data import store
+from alos2fm.data.classes import load_class_table
 from alos2fm.data.dataset import PatchDataset
-from alos2fm.data.labels import LabelMap, load_remap
+from alos2fm.data.labels import LabelMap
 from alos2fm.data.prepare import DONE, STAGING, prepare_config, run_prepare
 from alos2fm.data.synth import write_synthetic_scene
 from alos2fm.errors import DataError
@@ -111,7 +112,7 @@ def test_stats_are_those_of_the_train_patches(prepared):
     counts = np.bincount(labels[labels != 255], minlength=9)
     assert stats["class_pixel_counts"] == counts.tolist()
     assert stats["class_weights"] == pytest.approx(store.median_frequency_weights(counts))
-    remap = load_remap()
+    remap = load_class_table()
     assert stats["class_names"] == [remap.names[i] for i in range(9)]
     assert stats["class_colours"] == [list(remap.colors[i]) for i in range(9)]
 

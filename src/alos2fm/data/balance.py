@@ -26,12 +26,13 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alos2fm.data.labels import IGNORE_INDEX, REMAP_DIR
+from alos2fm.data.classes import IGNORE_INDEX
 from alos2fm.errors import DataError
 
 log = logging.getLogger(__name__)
 
 CategoryRule = Literal["dominant", "centre"]
+BALANCE_DIR = "configs/balance"  # shipped balance presets
 UNLABELLED = IGNORE_INDEX  # category of a patch without any valid label
 Cap = int | Literal["median"]
 ClassKey = int | str  # a class id, or a class name of the remap in use
@@ -89,7 +90,7 @@ class BalanceConfig(BaseModel):
 
 def load_balance_preset(name_or_path: str | Path) -> BalanceConfig:
     """A shipped preset (``no_forest``, ``forest_capped``) or a YAML file of the same form."""
-    shipped = resources.files("alos2fm").joinpath(REMAP_DIR, f"balance_{name_or_path}.yaml")
+    shipped = resources.files("alos2fm").joinpath(BALANCE_DIR, f"balance_{name_or_path}.yaml")
     path = Path(str(shipped)) if shipped.is_file() else Path(name_or_path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}

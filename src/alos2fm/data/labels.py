@@ -1,205 +1,167 @@
-"""Land-cover labels: JAXA HRLULC class tables, remap tables, labels on a patch's grid.
+"""Label sources read onto a patch's grid: class rasters, pixel-grid label images, polygons.
 
-HRLULC maps are uint8 GeoTIFFs in EPSG:4326 (0 = no data / sea); SAR patches are on a UTM
-grid. ``LabelMap.read_on_grid`` reads only the part of the map under one patch and
-reprojects it onto the patch's pixels, so memory never depends on the map's size.
+Every source gives ``read_on_grid(grid, window) -> uint8 (h, w)`` with training class ids
+0..n-1 and ``IGNORE_INDEX`` (255) for no data, excluded classes and pixels outside the
+labels; a class table (``alos2fm.data.classes``) turns source values into class ids.
+Only the part of a source under one window is read, so memory never depends on the
+size of the map or the layer.
 
-Class ids go through a remap table (YAML in ``alos2fm/configs/landcover``) that merges
-source classes into contiguous training ids 0..n-1; ``IGNORE_INDEX`` (255) marks no data,
-excluded classes and pixels outside the map; every stage imports it from here.
+- ``LabelMap``: integer class rasters with a CRS (JAXA HRLULC, ESA WorldCover, CORINE,
+  a user's own), any integer type, nodata from the file's metadata; reprojected onto the
+  patch grid (``nearest``: the map pixel under each patch pixel's centre; ``mode``: the
+  most common class in its footprint). Several rasters (tiles) may be given.
+- ``PixelLabels``: a label image on the product's own pixel grid, without a CRS
+  (PolSARpro / ENVI ground truth, PNG, ``.npy``); it must have the product's size.
+- ``VectorLabels``: polygons (GeoPackage, Shapefile, GeoJSON, FlatGeobuf) with a class
+  attribute, reprojected from the layer's CRS and rasterised on the patch grid. A pixel
+  takes the class of the polygon holding its centre; where polygons overlap, **the
+  smallest polygon wins** (a pond drawn inside a field keeps its class), and among equal
+  areas the later feature of the layer.
+
+``open_labels`` picks the source from the files and options; ``describe_labels`` is what
+``alos2fm info`` prints for a label file. Sources are safe to pickle (no open handles
+travel to worker processes).
+
+Vector layers are read with pyogrio (GDAL's vectorised OGR reader, maintained with
+GeoPandas): one call per window with a bounding-box filter returns WKB geometries and the
+class column as arrays, so neither a dataframe library nor the whole layer is needed;
+shapely 2 handles the geometries and rasterio.features burns them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alos2fm.data.classes import (
+    DEFAULT_CLASSES,
+    IGNORE_INDEX,
+    NODATA_CODE,
+    ClassTable,
+    attribute_key,
+    hrlulc_classes,
+    identity_remap,
+    load_class_table,
+)
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid, Window
 
-IGNORE_INDEX = 255
-NODATA = 0  # HRLULC: no data / sea
-DEFAULT_REMAP = "hrlulc_v23.12_to_9"
-REMAP_DIR = "configs/landcover"
+__all__ = [
+    "IGNORE_INDEX",
+    "LabelMap",
+    "LabelSource",
+    "PixelLabels",
+    "VectorLabels",
+    "describe_labels",
+    "hrlulc_classes",
+    "identity_remap",
+    "is_label_source",
+    "open_labels",
+]
 
 Resampling = Literal["nearest", "mode"]
+LabelsGrid = Literal["map", "pixel"]
+UnknownValues = Literal["error", "ignore"]
+
+VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite"}
+IMAGE_SUFFIXES = {".npy", ".png", ".bmp"}  # label images: never georeferenced
+# Files that belong to one vector layer (their content is the layer's): fingerprints.
+_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
 
 
-@dataclass(frozen=True)
-class LandCoverClass:
-    id: int
-    name: str
-    color: tuple[int, int, int]  # RGB, 0-255
+class LabelSource:
+    """What ``prepare`` needs of any label source."""
 
+    table: ClassTable
+    files: list[Path]  # every file whose content the labels depend on
 
-def _classes(*rows: tuple[int, str, tuple[int, int, int]]) -> tuple[LandCoverClass, ...]:
-    return tuple(LandCoverClass(*row) for row in rows)
+    def check_scene(self, product: Any, scene: str | Path) -> None:
+        """Raise ``DataError`` naming the scene if labels cannot go on the product's grid."""
+        raise NotImplementedError
 
+    def attach(self, product: Any, scene: str | Path | None = None) -> None:
+        """Tell the source which product it labels (before reading; pixel-grid labels need
+        the product's own grid)."""
 
-# Colours are those embedded in the v23.12 GeoTIFF (ALOS2_FACTS.md §1). v21.11 is assumed
-# to use the same colours for its 12 classes. v25.04 class 15 has no documented colour:
-# slate grey (112, 128, 144) is our choice, between water and bare land and unlike any other.
-_V21_11 = _classes(
-    (1, "Water bodies", (0, 0, 100)),
-    (2, "Built-up", (255, 0, 0)),
-    (3, "Paddy field", (0, 128, 255)),
-    (4, "Cropland", (255, 193, 191)),
-    (5, "Grassland", (255, 255, 0)),
-    (6, "Deciduous broad-leaf forest", (128, 255, 0)),
-    (7, "Deciduous needle-leaf forest", (0, 255, 128)),
-    (8, "Evergreen broad-leaf forest", (86, 172, 0)),
-    (9, "Evergreen needle-leaf forest", (0, 172, 86)),
-    (10, "Bare land", (128, 100, 0)),
-    (11, "Bamboo forest", (217, 240, 5)),
-    (12, "Solar panel", (161, 41, 119)),
-)
-_V23_12 = _V21_11 + _classes((13, "Wetland", (0, 150, 160)), (14, "Greenhouse", (255, 255, 255)))
-_V25_04 = _V23_12 + _classes((15, "Rock reef / Tidal flat", (112, 128, 144)))
+    def read_on_grid(
+        self, grid: RasterGrid, window: Window, resampling: Resampling = "nearest"
+    ) -> np.ndarray:
+        """uint8 (window.height, window.width) class ids, 255 = ignore."""
+        raise NotImplementedError
 
-HRLULC_CLASSES: dict[str, tuple[LandCoverClass, ...]] = {
-    "21.11": _V21_11,
-    "23.12": _V23_12,
-    "25.04": _V25_04,
-}
+    def close(self) -> None:
+        """Release open files (sources reopen them on the next read)."""
 
-
-def hrlulc_classes(version: str = "23.12") -> tuple[LandCoverClass, ...]:
-    """The class table (ids 1.., names, RGB colours) of one HRLULC version."""
-    if version not in HRLULC_CLASSES:
-        raise DataError(
-            f"unknown HRLULC version {version!r}",
-            hint=f"use one of {', '.join(HRLULC_CLASSES)}",
-        )
-    return HRLULC_CLASSES[version]
-
-
-# --- remap tables ---------------------------------------------------------------------------
-
-
-class TargetClass(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    id: int = Field(ge=0, lt=IGNORE_INDEX)
-    name: str
-    color: tuple[int, int, int]
-    source_ids: list[int] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _color_in_range(self) -> TargetClass:
-        if not all(0 <= c <= 255 for c in self.color):
-            raise ValueError(f"class {self.name!r}: colour {self.color} is not RGB 0-255")
+    def __enter__(self) -> LabelSource:
         return self
 
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-class Remap(BaseModel):
-    """A source -> target class table, validated against the source HRLULC version.
 
-    Every source class must be listed exactly once, under a target class or under
-    ``exclude``; target ids must be 0..n-1.
+def open_labels(
+    paths: str | Path | Sequence[str | Path],
+    classes: ClassTable | str | Path = DEFAULT_CLASSES,
+    *,
+    grid: LabelsGrid = "map",
+    field: str | None = None,
+    unknown: UnknownValues = "error",
+) -> LabelSource:
+    """The label source for ``paths``: polygons, a pixel-grid image or class rasters.
+
+    ``grid="pixel"`` says the files are on the product's own pixel grid (one per product,
+    in product order); ``field`` is the class attribute of a vector layer.
     """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    source_version: Literal["21.11", "23.12", "25.04"]
-    ignore_index: Literal[255] = IGNORE_INDEX
-    classes: list[TargetClass] = Field(min_length=1)
-    exclude: list[int] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _complete_and_consistent(self) -> Remap:
-        ids = [c.id for c in self.classes]
-        if sorted(ids) != list(range(len(ids))):
-            raise ValueError(f"target ids must be 0..{len(ids) - 1} each once, got {ids}")
-        known = {c.id for c in hrlulc_classes(self.source_version)}
-        listed = [s for c in self.classes for s in c.source_ids] + list(self.exclude)
-        unknown = sorted(set(listed) - known)
-        if unknown:
-            raise ValueError(
-                f"source ids {unknown} are not HRLULC v{self.source_version} classes "
-                f"(valid: {min(known)}-{max(known)})"
-            )
-        twice = sorted({s for s in listed if listed.count(s) > 1})
-        if twice:
-            raise ValueError(f"source ids {twice} are listed more than once")
-        missing = sorted(known - set(listed))
-        if missing:
-            raise ValueError(f"source ids {missing} are neither mapped nor excluded")
-        return self
-
-    @property
-    def names(self) -> dict[int, str]:
-        return {c.id: c.name for c in sorted(self.classes, key=lambda c: c.id)}
-
-    @property
-    def colors(self) -> dict[int, tuple[int, int, int]]:
-        return {c.id: c.color for c in sorted(self.classes, key=lambda c: c.id)}
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def lut(self) -> np.ndarray:
-        """uint8 (256,): source value -> target id; no data, excluded, unknown -> 255."""
-        table = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        for target in self.classes:
-            table[target.source_ids] = target.id
-        return table
-
-
-def available_remaps() -> list[str]:
-    """Names of the remap tables shipped with the package."""
-    folder = resources.files("alos2fm").joinpath(REMAP_DIR)
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.startswith("hrlulc"))
-
-
-def load_remap(name_or_path: str | Path = DEFAULT_REMAP) -> Remap:
-    """Load and validate a remap table: a shipped name (see ``available_remaps``) or a file."""
-    if str(name_or_path) in available_remaps():
-        path = Path(str(resources.files("alos2fm").joinpath(REMAP_DIR, f"{name_or_path}.yaml")))
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    if not paths:
+        raise DataError("no label source given")
+    for path in paths:
+        if not path.exists():
+            raise DataError("no such label file", path)
+    vectors = [p for p in paths if p.suffix.lower() in VECTOR_SUFFIXES]
+    if vectors:
+        if len(vectors) != len(paths):
             raise DataError(
-                "no such remap table",
-                path,
-                hint=f"use one of {', '.join(available_remaps())} or a YAML file path",
+                "label sources mix polygon layers and rasters",
+                vectors[0],
+                hint="prepare with one kind of label source",
             )
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise DataError(f"cannot read remap table: {err}", path) from err
-    try:
-        return Remap.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in err.errors()
-        )
+        if len(vectors) > 1:
+            raise DataError(
+                "give one polygon layer", vectors[1], hint="merge the layers in one file"
+            )
+        if field is None:
+            raise DataError(
+                "a polygon layer needs the name of its class attribute",
+                vectors[0],
+                hint=f"pass --label-field NAME (fields: {', '.join(_vector_fields(vectors[0]))})",
+            )
+        return VectorLabels(vectors[0], field, classes, unknown=unknown)
+    if grid == "pixel":
+        if len(paths) != 1:
+            raise DataError(
+                f"{len(paths)} pixel-grid label images: one product's grid has one",
+                paths[1],
+                hint="open one PixelLabels per product",
+            )
+        return PixelLabels(paths[0], classes, unknown=unknown)
+    images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
+    if images:
         raise DataError(
-            f"invalid remap table: {problems}", path, hint="see hrlulc_v23.12_to_9.yaml"
-        ) from None
+            "a label image has no georeference",
+            images[0],
+            hint="if it is on the product's own pixel grid, pass --labels-grid pixel",
+        )
+    return LabelMap(paths, classes, unknown=unknown)
 
 
-def identity_remap(version: str = "23.12") -> Remap:
-    """Keep every HRLULC class, shifted to ids 0..n-1 (source id k -> k - 1)."""
-    return Remap(
-        name=f"hrlulc_v{version}_identity",
-        source_version=version,
-        classes=[
-            TargetClass(id=c.id - 1, name=c.name, color=c.color, source_ids=[c.id])
-            for c in hrlulc_classes(version)
-        ],
-    )
-
-
-# --- label rasters on a patch grid ----------------------------------------------------------
+# --- class rasters with a CRS -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -211,17 +173,14 @@ class _Tile:
     transform: Any  # affine.Affine
     width: int
     height: int
+    nodata: float | None
 
 
-class LabelMap:
-    """One or several land-cover rasters (e.g. HRLULC 1° tiles) read onto SAR patch grids.
+_INTEGER_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64")
 
-    ``remap`` is a ``Remap``, a shipped table name or a YAML path; its ``source_version``
-    says which HRLULC version the rasters are (``identity_remap(version)`` keeps every
-    class). Rasters must be single-band uint8 with a CRS; values outside the version's
-    class table raise ``DataError``.
-    Safe to pickle (open file handles are not carried to worker processes).
-    """
+
+class LabelMap(LabelSource):
+    """One or several georeferenced integer class rasters (e.g. HRLULC 1° tiles)."""
 
     # Source pixels read beyond the patch footprint on each side: covers the pixel that
     # contains a border target centre (nearest) and the full footprint (mode).
@@ -230,34 +189,22 @@ class LabelMap:
     def __init__(
         self,
         paths: str | Path | Sequence[str | Path],
-        remap: Remap | str | Path = DEFAULT_REMAP,
+        classes: ClassTable | str | Path = DEFAULT_CLASSES,
+        *,
+        unknown: UnknownValues = "error",
     ):
-        self.remap = remap if isinstance(remap, Remap) else load_remap(remap)
+        self.table = load_class_table(classes)
+        self.encoder = self.table.encoder(unknown)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise DataError("no land-cover map given")
         self.tiles = [self._describe(Path(p)) for p in paths]
+        self.files = [t.path for t in self.tiles]
         self._handles: dict[Path, Any] = {}
-
-        # Reprojection runs on codes where 0 means no data, so that GDAL's nodata handling
-        # ignores it; excluded classes get their own code, so that `mode` counts them as a
-        # class (a mostly-excluded footprint stays excluded) and they become 255 after.
-        remap = self.remap
-        lut = remap.lut()
-        known = np.zeros(256, dtype=bool)
-        known[[c.id for c in hrlulc_classes(remap.source_version)]] = True
-        known[NODATA] = True
-        self._known = known
-        excluded_code = remap.num_classes + 1
-        self._encode = np.where(lut == IGNORE_INDEX, excluded_code, lut.astype(np.int16) + 1)
-        self._encode = self._encode.astype(np.uint8)
-        self._encode[NODATA] = 0
-        self._decode = np.full(256, IGNORE_INDEX, dtype=np.uint8)
-        self._decode[1:excluded_code] = np.arange(remap.num_classes, dtype=np.uint8)
 
     @property
     def paths(self) -> list[Path]:
-        return [t.path for t in self.tiles]
+        return self.files
 
     @staticmethod
     def _describe(path: Path) -> _Tile:
@@ -266,20 +213,22 @@ class LabelMap:
 
         try:
             with rasterio.open(path) as src:
-                if src.count != 1 or src.dtypes[0] != "uint8":
+                if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
                     raise DataError(
-                        f"land-cover map must be one uint8 band, found {src.count} band(s) "
-                        f"of {src.dtypes[0]}",
+                        f"a class raster must be one band of integers, found {src.count} "
+                        f"band(s) of {src.dtypes[0]}",
                         path,
-                        hint="pass an HRLULC class-id GeoTIFF",
+                        hint="pass a single-band integer class map",
                     )
                 if src.crs is None:
                     raise DataError(
-                        "land-cover map has no CRS", path, hint="HRLULC tiles are EPSG:4326"
+                        "label raster has no CRS",
+                        path,
+                        hint="if it is on the product's own pixel grid, pass --labels-grid pixel",
                     )
-                return _Tile(path, src.crs, src.transform, src.width, src.height)
+                return _Tile(path, src.crs, src.transform, src.width, src.height, src.nodata)
         except RasterioIOError as err:
-            raise DataError(f"cannot open land-cover map: {err}", path) from err
+            raise DataError(f"cannot open label raster: {err}", path) from err
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -291,12 +240,6 @@ class LabelMap:
             handle.close()
         self._handles.clear()
 
-    def __enter__(self) -> LabelMap:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _open(self, tile: _Tile) -> Any:
         import rasterio
 
@@ -304,41 +247,18 @@ class LabelMap:
             self._handles[tile.path] = rasterio.open(tile.path)
         return self._handles[tile.path]
 
-    # --- checks before a scene is processed -------------------------------------------------
-
-    def check_scene(self, grid: RasterGrid, scene: str | Path) -> None:
-        """Raise ``DataError`` naming the scene and the map(s) if labels cannot go on ``grid``.
-
-        Checks that the scene has a map CRS, that its bounds fall on Earth once converted to
-        lon/lat (a wrong UTM zone or transform shows here), and that a map overlaps it.
-        """
-        from rasterio.warp import transform_bounds
-
+    def check_scene(self, product: Any, scene: str | Path) -> None:
+        """Checks that the scene has a map CRS, that its bounds fall on Earth once converted
+        to lon/lat (a wrong UTM zone or transform shows here), and that a map overlaps it."""
+        grid = product.grid
         maps = ", ".join(str(p) for p in self.paths)
-        if grid.crs is None:
-            raise DataError(
-                "scene has no map CRS (slant range or pixel grid), so land-cover labels "
-                "cannot be placed on it",
-                scene,
-                hint="use a geocoded product (L1.5 G / L2.1) or omit --landcover",
-            )
-        west, south, east, north = transform_bounds(
-            grid.crs, "EPSG:4326", *grid.window_bounds(Window(0, 0, grid.height, grid.width))
-        )
-        on_earth = -180 <= west <= east <= 180 and -90 <= south <= north <= 90
-        if not (np.isfinite([west, south, east, north]).all() and on_earth):
-            raise DataError(
-                f"scene CRS and transform give lon/lat bounds "
-                f"({west:.3f}, {south:.3f}, {east:.3f}, {north:.3f}) that are not on Earth",
-                scene,
-                hint="check the product's CRS (e.g. its UTM zone) and geotransform",
-            )
+        west, south, east, north = _scene_lonlat(grid, scene)
         if not self.overlaps(grid):
             raise DataError(
-                f"scene does not overlap the land-cover map(s) {maps} "
+                f"scene does not overlap the label map(s) {maps} "
                 f"(scene covers lon {west:.3f}..{east:.3f}, lat {south:.3f}..{north:.3f})",
                 scene,
-                hint="pass the HRLULC tiles that cover the scene, or omit --landcover",
+                hint="pass the label tiles that cover the scene, or omit --labels",
             )
 
     def overlaps(self, grid: RasterGrid, window: Window | None = None) -> bool:
@@ -346,58 +266,44 @@ class LabelMap:
         window = window or Window(0, 0, grid.height, grid.width)
         return any(self._source_window(t, grid, window, margin=0) for t in self.tiles)
 
-    # --- reading ----------------------------------------------------------------------------
-
     def read_on_grid(
         self, grid: RasterGrid, window: Window, resampling: Resampling = "nearest"
     ) -> np.ndarray:
-        """Labels for one patch: uint8 (window.height, window.width), 255 = ignore.
-
-        ``nearest`` takes the map pixel containing each patch pixel's centre; ``mode`` the
-        most common class in its footprint (use it when patch pixels are coarser than the
-        map's). Classes are remapped before resampling, so ``mode`` votes on target classes.
-        GDAL's warper approximates the transformation: positions are exact to a few
-        hundredths of a map pixel over a 64 km patch, far less over a 768 m one.
-        """
+        """Labels for one window. Values are encoded before resampling, so ``mode`` votes on
+        training classes. GDAL's warper approximates the transformation: positions are exact
+        to a few hundredths of a map pixel over a 64 km patch, far less over a 768 m one."""
         from rasterio.crs import CRS
         from rasterio.enums import Resampling as GdalResampling
         from rasterio.warp import reproject
 
-        if resampling not in ("nearest", "mode"):
-            raise DataError(f"unknown label resampling {resampling!r}", hint="nearest or mode")
+        _check_resampling(resampling)
         if grid.crs is None:
-            raise DataError("cannot place labels on a grid without a CRS")
+            raise DataError("cannot place georeferenced labels on a grid without a CRS")
         codes = np.zeros((window.height, window.width), dtype=np.uint8)
         for tile in self.tiles:
             src_window = self._source_window(tile, grid, window)
             if src_window is None:
                 continue
             src = self._open(tile)
-            source = src.read(1, window=src_window)
-            unknown = ~self._known[source]
-            if unknown.any():
-                raise DataError(
-                    f"map holds class ids {np.unique(source[unknown])[:5].tolist()} that "
-                    f"HRLULC v{self.remap.source_version} does not define",
-                    tile.path,
-                    hint="use the remap table of the map's HRLULC version",
-                )
+            source = self.encoder.encode(
+                src.read(1, window=src_window), nodata=tile.nodata, source=tile.path
+            )
             tile_codes = np.zeros_like(codes)
             reproject(
-                self._encode[source],
+                source,
                 tile_codes,
                 src_transform=src.window_transform(src_window),
                 src_crs=tile.crs,
-                src_nodata=0,
+                src_nodata=NODATA_CODE,
                 dst_transform=grid.window_transform(window),
                 dst_crs=CRS.from_user_input(grid.crs),
-                dst_nodata=0,
+                dst_nodata=NODATA_CODE,
                 resampling=getattr(GdalResampling, resampling),
             )
             # Tiles do not overlap in HRLULC; where others might, the first one listed wins.
-            empty = codes == 0
+            empty = codes == NODATA_CODE
             codes[empty] = tile_codes[empty]
-        return self._decode[codes]
+        return self.encoder.decode[codes]
 
     def _source_window(
         self, tile: _Tile, grid: RasterGrid, window: Window, margin: int = MARGIN_PX
@@ -419,3 +325,452 @@ class LabelMap:
         if col1 <= col0 or row1 <= row0:
             return None
         return RioWindow(col0, row0, col1 - col0, row1 - row0)
+
+
+def _check_resampling(resampling: str) -> None:
+    if resampling not in ("nearest", "mode"):
+        raise DataError(f"unknown label resampling {resampling!r}", hint="nearest or mode")
+
+
+def _scene_lonlat(grid: RasterGrid, scene: str | Path) -> tuple[float, float, float, float]:
+    """The scene's lon/lat bounds; ``DataError`` if it has no CRS or lies off the Earth."""
+    from rasterio.warp import transform_bounds
+
+    if grid.crs is None:
+        raise DataError(
+            "scene has no map CRS (slant range or pixel grid), so georeferenced labels "
+            "cannot be placed on it",
+            scene,
+            hint="use a geocoded product (L1.5 G / L2.1), labels on the product's pixel "
+            "grid (--labels-grid pixel), or omit --labels",
+        )
+    west, south, east, north = transform_bounds(
+        grid.crs, "EPSG:4326", *grid.window_bounds(Window(0, 0, grid.height, grid.width))
+    )
+    on_earth = -180 <= west <= east <= 180 and -90 <= south <= north <= 90
+    if not (np.isfinite([west, south, east, north]).all() and on_earth):
+        raise DataError(
+            f"scene CRS and transform give lon/lat bounds "
+            f"({west:.3f}, {south:.3f}, {east:.3f}, {north:.3f}) that are not on Earth",
+            scene,
+            hint="check the product's CRS (e.g. its UTM zone) and geotransform",
+        )
+    return west, south, east, north
+
+
+# --- label images on the product's own pixel grid ---------------------------------------------
+
+
+class PixelLabels(LabelSource):
+    """A label image on one product's own pixel grid.
+
+    The image must have the size of the product as read (before ``--multilook``); on a
+    multilooked grid, ``nearest`` takes the label under each output pixel's centre and
+    ``mode`` the most common class of the looks it averages. ``attach(product)`` tells the
+    source which product grid the image is on, before any read.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        classes: ClassTable | str | Path = DEFAULT_CLASSES,
+        *,
+        unknown: UnknownValues = "error",
+    ):
+        self.path = Path(path)
+        self.table = load_class_table(classes)
+        self.encoder = self.table.encoder(unknown)
+        self.files = [self.path]
+        self._base: RasterGrid | None = None
+        self._codes: np.ndarray | None = None  # read on first use, not pickled
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_codes": None}
+
+    def _image_codes(self) -> np.ndarray:
+        if self._codes is None:
+            values, nodata = read_label_image(self.path)
+            self._codes = self.encoder.encode(values, nodata, self.path)
+        return self._codes
+
+    def attach(self, product: Any, scene: str | Path | None = None) -> None:
+        base = unprocessed_grid(product)
+        height, width = read_label_image_shape(self.path)
+        if (height, width) != (base.height, base.width):
+            raise DataError(
+                f"label image is {width} x {height} px but the product "
+                f"{scene or product.path} is {base.width} x {base.height} px",
+                self.path,
+                hint="pixel-grid labels must have the product's own size (before multilook)",
+            )
+        self._base = base
+
+    def check_scene(self, product: Any, scene: str | Path) -> None:
+        self.attach(product, scene)
+        self._image_codes()  # unknown values fail here, before any patch is cut
+
+    def read_on_grid(
+        self, grid: RasterGrid, window: Window, resampling: Resampling = "nearest"
+    ) -> np.ndarray:
+        _check_resampling(resampling)
+        if self._base is None:
+            raise RuntimeError("PixelLabels.attach(product) must come before reading")
+        # Output pixel (row, col) covers base pixels [row * ry + oy, ...): a pure scale and
+        # offset (multilooking); anything else is not a pixel grid of this product.
+        step = ~self._base.transform * grid.transform
+        if step.b or step.d or step.a < 1 or step.e < 1:
+            raise DataError("pixel-grid labels need the product's grid or a multilook of it")
+        rx, ry = round(step.a), round(step.e)
+        top = round(step.f) + window.row * ry
+        left = round(step.c) + window.col * rx
+        block = self._image_codes()[top : top + window.height * ry, left : left + window.width * rx]
+        block = block.reshape(window.height, ry, window.width, rx)
+        if resampling == "nearest" or (rx, ry) == (1, 1):
+            reduced = block[:, ry // 2, :, rx // 2]
+        else:
+            reduced = _block_mode(block, self.encoder.excluded_code + 1)
+        return self.encoder.decode[reduced]
+
+
+def _block_mode(block: np.ndarray, n_codes: int) -> np.ndarray:
+    """Most common non-zero code of each (ry, rx) block; 0 only where all are 0."""
+    h, ry, w, rx = block.shape
+    flat = block.transpose(0, 2, 1, 3).reshape(h, w, ry * rx)
+    counts = np.stack([(flat == code).sum(axis=-1) for code in range(1, n_codes)], axis=-1)
+    best = counts.argmax(axis=-1).astype(np.uint8) + 1
+    return np.where(counts.max(axis=-1) > 0, best, NODATA_CODE).astype(np.uint8)
+
+
+def unprocessed_grid(product: Any) -> RasterGrid:
+    """The grid of the product as read from its files (under band selection, multilook and
+    speckle-filter wrappers)."""
+    while hasattr(product, "product"):
+        product = product.product
+    return product.grid
+
+
+@contextmanager
+def _open_unreferenced(path: Path) -> Iterator[Any]:
+    """rasterio.open for images that have no georeference on purpose (no warning)."""
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            yield src
+
+
+def read_label_image(path: Path) -> tuple[np.ndarray, float | None]:
+    """A whole label image (it is on one product's grid, so it fits in memory) and its
+    nodata value (from the file's metadata; None for ``.npy``)."""
+    if path.suffix.lower() == ".npy":
+        values = np.load(path, mmap_mode="r")
+        if values.ndim != 2 or values.dtype.kind not in "iub":
+            raise DataError(
+                f"a label image must be a 2-D integer array, found {values.ndim}-D {values.dtype}",
+                path,
+            )
+        return np.asarray(values), None
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with _open_unreferenced(path) as src:
+            if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+                raise DataError(
+                    f"a label image must be one band of integers, found {src.count} "
+                    f"band(s) of {src.dtypes[0]}",
+                    path,
+                    hint="save the class ids as a single-band image (palette PNG, "
+                    "uint8/int16 TIFF or ENVI, or .npy)",
+                )
+            return src.read(1), src.nodata
+    except RasterioIOError as err:
+        raise DataError(f"cannot open label image: {err}", path) from err
+
+
+def read_label_image_shape(path: Path) -> tuple[int, int]:
+    """(lines, pixels) of a label image, without reading it."""
+    if path.suffix.lower() == ".npy":
+        return tuple(np.load(path, mmap_mode="r").shape[:2])
+    with _open_unreferenced(path) as src:
+        return src.height, src.width
+
+
+# --- polygons ---------------------------------------------------------------------------------
+
+
+class VectorLabels(LabelSource):
+    """A polygon layer with a class attribute, rasterised per window (see module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        field: str,
+        classes: ClassTable | str | Path = DEFAULT_CLASSES,
+        *,
+        layer: str | int | None = None,
+        unknown: UnknownValues = "error",
+    ):
+        self.path = Path(path)
+        self.field = field
+        self.layer = layer
+        self.table = load_class_table(classes)
+        self.encoder = self.table.encoder(unknown)
+        info = _vector_info(self.path, layer)
+        if field not in info["fields"]:
+            raise DataError(
+                f"layer has no attribute {field!r}",
+                self.path,
+                hint=f"fields: {', '.join(info['fields']) or 'none'}",
+            )
+        if "polygon" not in str(info["geometry_type"]).lower():
+            raise DataError(
+                f"label layer holds {info['geometry_type']} geometries, not polygons",
+                self.path,
+                hint="draw the labelled areas as polygons",
+            )
+        if not info["crs"]:
+            raise DataError("label layer has no CRS", self.path, hint="assign one in QGIS")
+        self.crs = info["crs"]
+        self.files = _layer_files(self.path)
+        self._checked = False
+
+    def check_scene(self, product: Any, scene: str | Path) -> None:
+        """The layer's values are all in the class table (read once) and the scene has a CRS
+        and overlaps the layer."""
+        from rasterio.warp import transform_bounds
+
+        if not self._checked:  # attribute column only: cheap even for a national layer
+            import pyogrio
+
+            _, _, _, (values,) = pyogrio.raw.read(
+                self.path, layer=self.layer, columns=[self.field], read_geometry=False
+            )
+            self.encoder.encode_values(list(values), self.path)
+            self._checked = True
+        grid = product.grid
+        west, south, east, north = _scene_lonlat(grid, scene)
+        layer_bounds = _vector_info(self.path, self.layer, bounds=True)["total_bounds"]
+        lx0, ly0, lx1, ly1 = transform_bounds(self.crs, "EPSG:4326", *layer_bounds)
+        if lx1 < west or lx0 > east or ly1 < south or ly0 > north:
+            raise DataError(
+                f"scene does not overlap the label layer {self.path} "
+                f"(scene covers lon {west:.3f}..{east:.3f}, lat {south:.3f}..{north:.3f})",
+                scene,
+                hint="pass the polygons that cover the scene, or omit --labels",
+            )
+
+    def read_on_grid(
+        self, grid: RasterGrid, window: Window, resampling: Resampling = "nearest"
+    ) -> np.ndarray:
+        """Polygons burnt by pixel centre (``resampling`` does not apply to polygons)."""
+        import pyogrio
+        import shapely
+        from rasterio.crs import CRS
+        from rasterio.features import rasterize
+        from rasterio.warp import transform_bounds
+
+        _check_resampling(resampling)
+        if grid.crs is None:
+            raise DataError("cannot place polygon labels on a grid without a CRS")
+        bbox = transform_bounds(grid.crs, self.crs, *grid.window_bounds(window), densify_pts=21)
+        _, _, wkb, (values,) = pyogrio.raw.read(
+            self.path, layer=self.layer, columns=[self.field], bbox=bbox
+        )
+        codes = np.zeros((window.height, window.width), dtype=np.uint8)
+        if wkb is None or len(wkb) == 0:
+            return self.encoder.decode[codes]
+        geometries = _to_crs(shapely.from_wkb(wkb), self.crs, CRS.from_user_input(grid.crs))
+        feature_codes = self.encoder.encode_values(list(values), self.path)
+        keep = ~shapely.is_empty(geometries) & (feature_codes != NODATA_CODE)
+        # Largest first, so that smaller polygons are burnt over them (a stable sort keeps
+        # the layer's order among equal areas: the later feature wins).
+        order = np.argsort(-shapely.area(geometries[keep]), kind="stable")
+        shapes = list(
+            zip(geometries[keep][order], feature_codes[keep][order].tolist(), strict=True)
+        )
+        if shapes:
+            codes = rasterize(
+                shapes,
+                out_shape=codes.shape,
+                transform=grid.window_transform(window),
+                fill=NODATA_CODE,
+                dtype="uint8",
+            )
+        return self.encoder.decode[codes]
+
+
+def _to_crs(geometries: np.ndarray, src_crs: Any, dst_crs: Any) -> np.ndarray:
+    import shapely
+    from rasterio.warp import transform
+
+    def project(xy: np.ndarray) -> np.ndarray:
+        if len(xy) == 0:
+            return xy
+        xs, ys = transform(src_crs, dst_crs, xy[:, 0], xy[:, 1])
+        return np.column_stack([xs, ys])
+
+    return shapely.transform(geometries, project)
+
+
+def _vector_info(path: Path, layer: str | int | None = None, bounds: bool = False) -> dict:
+    import pyogrio
+    from pyogrio.errors import DataSourceError
+
+    try:
+        info = pyogrio.read_info(path, layer=layer, force_total_bounds=bounds)
+    except (DataSourceError, OSError, ValueError) as err:
+        raise DataError(f"cannot open polygon layer: {err}", path) from err
+    return info | {"fields": [str(f) for f in info["fields"]]}
+
+
+def _vector_fields(path: Path) -> list[str]:
+    return _vector_info(path)["fields"]
+
+
+def _layer_files(path: Path) -> list[Path]:
+    """The files of one layer: a shapefile's parts, else the file itself."""
+    if path.suffix.lower() != ".shp":
+        return [path]
+    parts = [path.with_suffix(s) for s in _SHAPEFILE_PARTS]
+    return [p for p in parts if p.exists()]
+
+
+# --- what `alos2fm info` prints for a label file ----------------------------------------------
+
+
+def is_label_source(path: str | Path) -> bool:
+    """A polygon layer, a label image, or a single-band integer raster not named like an
+    ALOS-2 product (those are DN products, not labels)."""
+    from alos2fm.products.naming import is_mosaic_name, is_product_name
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in VECTOR_SUFFIXES or suffix in IMAGE_SUFFIXES:
+        return True
+    if path.is_dir() or is_product_name(path) or is_mosaic_name(path):
+        return False
+    try:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return src.count == 1 and src.dtypes[0] in _INTEGER_TYPES
+    except Exception:  # not a raster GDAL reads: the product readers will say why
+        return False
+
+
+def describe_labels(
+    path: str | Path,
+    classes: ClassTable | str | Path | None = None,
+    *,
+    field: str | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(fields, values) for ``alos2fm info``: what the source is, and each value with its
+    pixel or feature count and, with a class table, its name and role."""
+    path = Path(path)
+    table = load_class_table(classes) if classes is not None else None
+    if path.suffix.lower() in VECTOR_SUFFIXES:
+        fields, counts = _describe_vector(path, field)
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        values, nodata = read_label_image(path)
+        fields = {
+            "kind": "label image on a pixel grid (no georeference: use --labels-grid pixel)",
+            "size": f"{values.shape[1]} x {values.shape[0]} (pixels x lines)",
+            "type": str(values.dtype),
+        }
+        counts = _value_counts(values, nodata, unit="px")
+    else:
+        fields, counts = _describe_raster(path)
+    vocabulary = table.source_vocabulary() if table is not None else {}
+    rows = []
+    for value, count, unit in counts:
+        row = {"value": value, unit: count}
+        if table is not None:
+            row["source name"] = vocabulary.get(value, "")
+            row["training class"] = table.value_role(value)
+        rows.append(row)
+    if table is not None:
+        fields["class table"] = f"{table.name} ({table.num_classes} classes)"
+        missing = [r["value"] for r in rows if r["training class"] == "NOT IN TABLE"]
+        if missing:
+            fields["not in table"] = ", ".join(map(str, missing))
+    return fields, rows
+
+
+def _describe_raster(path: Path) -> tuple[dict[str, Any], list[tuple[Any, int, str]]]:
+    import rasterio
+
+    with rasterio.open(path) as src:
+        if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+            raise DataError(
+                f"not a class raster: {src.count} band(s) of {src.dtypes[0]}",
+                path,
+                hint="a label raster has one band of integers",
+            )
+        fields = {
+            "kind": "class raster" if src.crs else "class raster without CRS (pixel grid)",
+            "driver": src.driver,
+            "size": f"{src.width} x {src.height} (pixels x lines)",
+            "type": src.dtypes[0],
+            "nodata": src.nodata,
+            "crs": src.crs.to_string() if src.crs else None,
+            "bounds": tuple(src.bounds),
+        }
+        # Block by block: memory stays flat for a national map.
+        totals: dict[int, int] = {}
+        for _, window in src.block_windows(1):
+            values, counts = np.unique(src.read(1, window=window), return_counts=True)
+            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                totals[value] = totals.get(value, 0) + count
+        nodata = src.nodata
+    return fields, _rows(totals, nodata, unit="px")
+
+
+def _describe_vector(
+    path: Path, field: str | None
+) -> tuple[dict[str, Any], list[tuple[Any, int, str]]]:
+    import pyogrio
+
+    info = _vector_info(path, bounds=True)
+    fields = {
+        "kind": "polygon layer" if "polygon" in str(info["geometry_type"]).lower() else "layer",
+        "driver": info.get("driver"),
+        "crs": info["crs"],
+        "features": info["features"],
+        "geometry": info["geometry_type"],
+        "fields": ", ".join(info["fields"]),
+        "bounds": tuple(info["total_bounds"]),
+    }
+    if field is None:
+        fields["class attribute"] = "not given (pass --label-field NAME to count its values)"
+        return fields, []
+    if field not in info["fields"]:
+        raise DataError(
+            f"layer has no attribute {field!r}", path, hint=f"fields: {fields['fields']}"
+        )
+
+    _, _, _, (values,) = pyogrio.raw.read(path, columns=[field], read_geometry=False)
+    totals: dict[Any, int] = {}
+    for value in values.tolist():
+        key = None if value is None else attribute_key(value)
+        totals[key] = totals.get(key, 0) + 1
+    fields["class attribute"] = field
+    return fields, _rows(totals, None, unit="features")
+
+
+def _value_counts(values: np.ndarray, nodata: float | None, unit: str) -> list:
+    uniques, counts = np.unique(values, return_counts=True)
+    return _rows(dict(zip(uniques.tolist(), counts.tolist(), strict=True)), nodata, unit)
+
+
+def _rows(totals: dict[Any, int], nodata: float | None, unit: str) -> list:
+    def order(item: tuple[Any, int]) -> tuple[int, str, float]:
+        value = item[0]
+        return (0, "", float(value)) if isinstance(value, (int, float)) else (1, str(value), 0.0)
+
+    rows = []
+    for value, count in sorted(totals.items(), key=order):
+        shown = f"{value} (nodata)" if nodata is not None and value == nodata else value
+        rows.append((shown, count, unit))
+    return rows

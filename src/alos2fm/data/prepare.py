@@ -37,22 +37,28 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from alos2fm.data import store
 from alos2fm.data.balance import UNLABELLED, BalanceConfig, patch_category
-from alos2fm.data.labels import DEFAULT_REMAP
+from alos2fm.data.classes import DEFAULT_CLASSES
 from alos2fm.data.split import BUFFER, SplitConfig, split_patches
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid, Window
 
+if TYPE_CHECKING:
+    from alos2fm.data.labels import LabelSource
+
 STAGING = ".staging"
 PARTIAL = ".partial"
+# Marks a folder as an alos2fm dataset and lists what prepare wrote at its root: only
+# those paths are ever replaced or removed, whatever else the folder holds.
+MANIFEST = ".alos2fm-dataset.json"
 DONE = "done.json"
 CANDIDATES = "candidates.parquet"
 _STAGING_FORMAT = 1  # bump when the staged files change meaning
@@ -75,8 +81,16 @@ class PrepareConfig(BaseModel):
 
     products: list[Path] = Field(min_length=1)
     out: Path
-    landcover: list[Path] = Field(default_factory=list)
-    remap: str = DEFAULT_REMAP
+    # Label sources (see alos2fm.data.labels): class rasters, one pixel-grid image per
+    # product (labels_grid="pixel"), or one polygon layer (label_field = its class
+    # attribute). `landcover` and `remap` are the names of earlier releases.
+    labels: list[Path] = Field(
+        default_factory=list, validation_alias=AliasChoices("labels", "landcover")
+    )
+    classes: str = Field(DEFAULT_CLASSES, validation_alias=AliasChoices("classes", "remap"))
+    labels_grid: Literal["map", "pixel"] = "map"
+    label_field: str | None = None
+    unknown_values: Literal["error", "ignore"] = "error"
     label_resampling: Literal["nearest", "mode"] = "nearest"
     patch_size: int = Field(256, gt=0)
     stride: int = Field(256, gt=0)
@@ -95,6 +109,8 @@ class PrepareConfig(BaseModel):
     batch_patches: int = Field(32, gt=0)
     gdal_cache_mb: int = Field(64, ge=8)
     progress: bool = True
+    # Write into a non-empty folder that is not an alos2fm dataset (its files are kept).
+    overwrite: bool = False
 
 
 def prepare_config(
@@ -186,6 +202,7 @@ class SceneTask:
     staging: Path
     fingerprint: str
     config: PrepareConfig
+    labels: LabelSource | None  # the scene's label source (picklable, no open files)
 
 
 @dataclass(frozen=True)
@@ -221,7 +238,6 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     import rasterio
     from tqdm.auto import tqdm
 
-    from alos2fm.data.labels import LabelMap
     from alos2fm.data.tiling import patch_georefs, patch_id
 
     done = _read_done(task.staging)
@@ -234,8 +250,10 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     rows: list[dict[str, Any]] = []
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 2**20):
         product = _open_scene(task.product, cfg)
-        labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
-        num_classes = labels.remap.num_classes if labels is not None else 0
+        labels = task.labels
+        if labels is not None:
+            labels.attach(product, task.product)
+        num_classes = labels.table.num_classes if labels is not None else 0
         arrays = store.create_patch_arrays(
             task.staging,
             len(task.windows),
@@ -296,6 +314,8 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             bar.update(len(batch))
         bar.close()
         store.resize_patch_arrays(arrays, len(rows))
+        if labels is not None:
+            labels.close()
 
     windows = [row.pop("window") for row in rows]
     georefs = patch_georefs(product.grid, windows)
@@ -390,6 +410,10 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
     try:
         scenes = _check_inputs(cfg)
         _check_writable(out)
+        ours = _claim_output_folder(out, cfg.overwrite)
+        if not (out / MANIFEST).exists():
+            created.append(out / MANIFEST)
+        _write_json(out / MANIFEST, {"written_by": "alos2fm prepare", "outputs": sorted(ours)})
         staging_root = out / STAGING
         if not staging_root.exists():
             created.append(staging_root)
@@ -400,7 +424,7 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
         shutil.rmtree(partial, ignore_errors=True)
         created.append(partial)
         result = _assemble(cfg, scenes, results, partial)
-        _commit(partial, out)
+        _commit(partial, out, ours)
         return result
     except BaseException as err:
         # A user error or crash must not leave a half-made dataset; an interruption keeps
@@ -408,7 +432,7 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
         interrupted = isinstance(err, KeyboardInterrupt)
         for path in created:
             if not interrupted or path.name == PARTIAL:
-                shutil.rmtree(path, ignore_errors=True)
+                _remove(path)
         if created_out and out.exists() and not any(out.iterdir()):
             out.rmdir()
         raise
@@ -420,6 +444,8 @@ class _Scene:
     name: str
     grid: RasterGrid
     bands: tuple[str, ...]
+    quantity: str
+    labels: LabelSource | None
 
 
 def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
@@ -437,15 +463,13 @@ def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
 
 
 def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
-    """Open every product (and the label maps on each) before any output is written."""
-    from alos2fm.data.labels import LabelMap
-
-    labels = LabelMap(cfg.landcover, cfg.remap) if cfg.landcover else None
+    """Open every product (and its labels) before any output is written."""
+    sources = _label_sources(cfg)
     scenes: list[_Scene] = []
-    for path in cfg.products:
+    for path, labels in zip(cfg.products, sources, strict=True):
         product = _open_scene(path, cfg)
         if labels is not None:
-            labels.check_scene(product.grid, path)
+            labels.check_scene(product, path)
         name = _scene_name(Path(path))
         if any(s.name == name for s in scenes):
             raise DataError(f"product given twice (scene {name})", path)
@@ -456,10 +480,38 @@ def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
                 path,
                 hint="prepare products with the same polarisations together",
             )
-        scenes.append(_Scene(Path(path), name, product.grid, tuple(product.bands)))
+        if scenes and product.quantity != scenes[0].quantity:
+            raise DataError(
+                f"holds {product.quantity} while {scenes[0].product} holds {scenes[0].quantity}",
+                path,
+                hint="prepare products of one backscatter quantity together",
+            )
+        scenes.append(
+            _Scene(Path(path), name, product.grid, tuple(product.bands), product.quantity, labels)
+        )
         if hasattr(product, "close"):
             product.close()
     return scenes
+
+
+def _label_sources(cfg: PrepareConfig) -> list[LabelSource | None]:
+    """The label source of each product: one shared source of class rasters or polygons,
+    or one pixel-grid image per product (in product order)."""
+    from alos2fm.data.labels import open_labels
+
+    if not cfg.labels:
+        return [None] * len(cfg.products)
+    options = {"field": cfg.label_field, "unknown": cfg.unknown_values}
+    if cfg.labels_grid == "pixel":
+        if len(cfg.labels) != len(cfg.products):
+            raise DataError(
+                f"{len(cfg.labels)} pixel-grid label image(s) for {len(cfg.products)} product(s)",
+                cfg.labels[0],
+                hint="give one label image per product, in the same order",
+            )
+        return [open_labels(p, cfg.classes, grid="pixel", **options) for p in cfg.labels]
+    shared = open_labels(cfg.labels, cfg.classes, **options)
+    return [shared] * len(cfg.products)
 
 
 def _scene_name(path: Path) -> str:
@@ -507,24 +559,34 @@ def _make_tasks(
                     scene=scene.name,
                     windows=chunk,
                     staging=staging_root / key / f"part-{part:04d}",
-                    fingerprint=_fingerprint(cfg, scene.product, chunk),
+                    fingerprint=_fingerprint(cfg, scene, chunk),
                     config=cfg,
+                    labels=scene.labels,
                 )
             )
     return tasks
 
 
-def _fingerprint(cfg: PrepareConfig, product: Path, windows: Sequence[Window]) -> str:
-    """What a staged task depends on: the input files and the cutting settings."""
-    files = [product, *cfg.landcover]
+def _fingerprint(cfg: PrepareConfig, scene: _Scene, windows: Sequence[Window]) -> str:
+    """What a staged task depends on: every file read (the product's own files, not only
+    the path given, and the label files), the class table's content and the cutting
+    settings. A file replaced in place changes its size or modification time."""
+    from alos2fm.data.classes import load_class_table
+
+    files = product_files(scene.product)
+    if scene.labels is not None:
+        files += scene.labels.files
     content = {
         "format": _STAGING_FORMAT,
         "files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
         "windows": [windows[0], windows[-1], len(windows)],
+        "classes": load_class_table(cfg.classes).model_dump(mode="json") if cfg.labels else None,
         "settings": cfg.model_dump(
             mode="json",
             include={
-                "remap",
+                "labels_grid",
+                "label_field",
+                "unknown_values",
                 "label_resampling",
                 "patch_size",
                 "stride",
@@ -538,6 +600,32 @@ def _fingerprint(cfg: PrepareConfig, product: Path, windows: Sequence[Window]) -
         "category_rule": cfg.balance.category_rule,
     }
     return _digest(json.dumps(content, sort_keys=True, default=str))
+
+
+def product_files(path: Path) -> list[Path]:
+    """The files a reader opens for ``path``: a product folder's files; for a file named
+    like an ALOS-2 product, every file of that product beside it (VOL/LED/IMG/TRL, the
+    other polarisations); else the file itself."""
+    from alos2fm.products.naming import is_product_name, parse_product_name
+
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if path.suffix.lower() == ".bin":  # one band of a PolSARpro folder: the folder is read
+        return product_files(path.parent)
+    if is_product_name(path):
+        name = parse_product_name(path)
+        same = [
+            p
+            for p in path.parent.iterdir()
+            if p.is_file()
+            and is_product_name(p)
+            and parse_product_name(p).scene_id == name.scene_id
+            and parse_product_name(p).product_id == name.product_id
+            and parse_product_name(p).file_kind != "BRS"  # quicklooks are not read
+        ]
+        return sorted(same)
+    return [path]
 
 
 def _digest(text: str) -> str:
@@ -607,7 +695,7 @@ def _assemble(
                 hint="check the product, or raise --max-nodata",
             )
 
-    with_labels = bool(cfg.landcover)
+    with_labels = bool(cfg.labels)
     names, colors, num_classes = _class_table(cfg) if with_labels else ({}, {}, None)
     categories = candidates.set_index("patch_id")["category"]
     if with_labels:
@@ -632,7 +720,7 @@ def _assemble(
     distribution = class_distribution(categories, chosen["category"], names, targets)
     distribution.to_csv(partial / "class_distribution.csv", index=False)
     plot_distribution(distribution, partial / "class_distribution.png", colors)
-    stats = _copy_patches(chosen, partial, scenes[0].bands, cfg, num_classes)
+    stats = _copy_patches(chosen, partial, scenes[0], cfg, num_classes)
     stats["class_names"] = [names[i] for i in range(num_classes)] if num_classes else None
     # Colours travel with the dataset so that maps and figures downstream use the remap's.
     stats["class_colours"] = [list(colors[i]) for i in range(num_classes)] if num_classes else None
@@ -664,16 +752,16 @@ def _gather_candidates(results: Sequence[TaskResult]) -> pd.DataFrame:
 
 
 def _class_table(cfg: PrepareConfig) -> tuple[dict[int, str], dict[int, Any], int]:
-    from alos2fm.data.labels import load_remap
+    from alos2fm.data.classes import load_class_table
 
-    remap = load_remap(cfg.remap)
-    return remap.names, remap.colors, remap.num_classes
+    table = load_class_table(cfg.classes)
+    return table.names, table.colors, table.num_classes
 
 
 def _copy_patches(
     chosen: pd.DataFrame,
     root: Path,
-    bands: Sequence[str],
+    scene: _Scene,
     cfg: PrepareConfig,
     num_classes: int | None,
 ) -> dict[str, Any]:
@@ -685,8 +773,14 @@ def _copy_patches(
     """
     from tqdm.auto import tqdm
 
+    bands = scene.bands
     store.create_patch_arrays(
-        root, len(chosen), bands, cfg.patch_size, with_labels=num_classes is not None
+        root,
+        len(chosen),
+        bands,
+        cfg.patch_size,
+        with_labels=num_classes is not None,
+        quantity=scene.quantity,
     )
     for position, (staging, staged_at) in enumerate(
         tqdm(
@@ -713,24 +807,72 @@ def _copy_patches(
     return result
 
 
-def _commit(partial: Path, out: Path) -> None:
+def _claim_output_folder(out: Path, overwrite: bool) -> set[str]:
+    """The names at the root of ``out`` that an earlier run of prepare wrote (and so may be
+    replaced); refuse a folder holding someone else's files unless ``overwrite``, and even
+    then any of their paths that this run would write."""
+    manifest = out / MANIFEST
+    if manifest.exists():
+        try:
+            return set(json.loads(manifest.read_text())["outputs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise DataError(
+                "the dataset's manifest is unreadable",
+                manifest,
+                hint="delete it or choose another --out",
+            ) from None
+    if (out / store.INDEX).exists() and (out / "config.yaml").exists():
+        return set(OUTPUTS)  # a dataset written before manifests existed
+    present = {p.name for p in out.iterdir() if not p.name.startswith(".write-test-")}
+    if not present - {STAGING}:  # new, empty, or only our staging (an interrupted run)
+        return set()
+    if not overwrite:
+        raise DataError(
+            "output folder is not empty and is not an alos2fm dataset",
+            out,
+            hint="choose a new or empty --out, or pass --overwrite to write the dataset "
+            "beside the folder's files (none of them is removed)",
+        )
+    clashes = sorted(present & (OUTPUTS | {STAGING, PARTIAL, MANIFEST}))
+    if clashes:
+        raise DataError(
+            f"the folder's own {', '.join(clashes)} would be replaced by the dataset",
+            out,
+            hint="move them away or choose another --out",
+        )
+    return set()
+
+
+def _commit(partial: Path, out: Path, ours: set[str]) -> None:
     """Move the finished outputs from ``partial`` to ``out``; ``index.parquet`` last.
 
     The old index goes first, so that a crash in between never pairs an old index with
-    new arrays: a folder with an index.parquet always holds a complete dataset.
+    new arrays: a folder with an index.parquet always holds a complete dataset. Only
+    paths an earlier run wrote (``ours``) are replaced or removed; the manifest is updated
+    before anything moves, so that it always lists every output present.
     """
-    (out / store.INDEX).unlink(missing_ok=True)
     new = {item.name for item in partial.iterdir()}
-    for stale in OUTPUTS - new:  # e.g. labels/ of an earlier labelled run
+    foreign = sorted(name for name in new - ours if (out / name).exists())
+    if foreign:  # appeared during the run
+        raise DataError(
+            f"{', '.join(foreign)} appeared in the output folder during the run",
+            out,
+            hint="move them away and run again (the cut scenes are kept)",
+        )
+    if store.INDEX in ours:
+        (out / store.INDEX).unlink(missing_ok=True)
+    _write_json(out / MANIFEST, {"written_by": "alos2fm prepare", "outputs": sorted(ours | new)})
+    for stale in ours - new:  # e.g. labels/ of an earlier labelled run
         _remove(out / stale)
     for item in sorted(partial.iterdir(), key=lambda p: p.name == store.INDEX):
         _remove(out / item.name)
         os.replace(item, out / item.name)
+    _write_json(out / MANIFEST, {"written_by": "alos2fm prepare", "outputs": sorted(new)})
     partial.rmdir()
 
 
 def _remove(path: Path) -> None:
     if path.is_dir():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from alos2fm.data.labels import IGNORE_INDEX
+from alos2fm.data.classes import IGNORE_INDEX
 from alos2fm.errors import DataError
 
 PATCH_DTYPE = np.float16

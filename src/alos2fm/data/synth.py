@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alos2fm.data.labels import hrlulc_classes
+from alos2fm.data.classes import hrlulc_classes
 
 CALIBRATION_FACTOR_DB = -83.0
 PRODUCT_NAME = "IMG-HH-ALOS2999990010-221119-UBSR2.1GUD.tif"

@@ -30,7 +30,7 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 from torchmetrics import Metric
 
-from alos2fm.data.labels import IGNORE_INDEX
+from alos2fm.data.classes import IGNORE_INDEX
 
 
 class ConfusionMatrix(Metric):

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alos2fm.data.labels import IGNORE_INDEX
+from alos2fm.data.classes import IGNORE_INDEX
 
 LossName = Literal["ce", "focal", "dice", "dice_focal"]
 LOSS_NAMES: tuple[str, ...] = ("ce", "focal", "dice", "dice_focal")
