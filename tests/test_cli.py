@@ -167,3 +167,46 @@ def test_multilook_option_parses_rows_by_cols():
     for bad in ("2x", "0x2", "axb", "1x2x3"):
         with pytest.raises(Alos2fmError, match="ROWSxCOLS"):
             _looks(bad)
+
+
+# --- your own labels ----------------------------------------------------------------------
+
+
+def _flood_chip(tmp_path):
+    """A two-band VV/VH dB chip in EPSG:4326 and its int16 water mask (0, 1, -1 invalid)."""
+    from affine import Affine
+
+    transform = Affine(1e-4, 0, 139.5, 0, -1e-4, 35.5)
+    db = np.random.default_rng(0).normal(-15, 3, (2, 128, 128)).astype(np.float32)
+    chip = write_tif(
+        tmp_path / "S1.tif", db, crs="EPSG:4326", transform=transform, descriptions=("VV", "VH")
+    )
+    mask = np.zeros((128, 128), np.int16)
+    mask[:, 50:80] = 1
+    mask[:10, :10] = -1
+    return chip, write_tif(tmp_path / "mask.tif", mask, crs="EPSG:4326", transform=transform)
+
+
+def test_info_on_a_label_raster_lists_its_values_and_their_classes(monkeypatch, capfd, tmp_path):
+    _, mask = _flood_chip(tmp_path)
+    code = run_cli(monkeypatch, "info", str(mask), "--classes", "water_mask")
+    out = capfd.readouterr().out
+    assert code == 0
+    assert "class raster" in out and "EPSG:4326" in out and "int16" in out
+    assert "ignored (no data)" in out and "class 1 Water" in out
+    assert "3840" in out  # 128 x 30 water pixels
+    assert "not calibrated" not in out
+
+
+def test_prepare_with_own_labels_and_class_table(monkeypatch, capfd, tmp_path):
+    chip, mask = _flood_chip(tmp_path)
+    out = tmp_path / "ds"
+    args = ["prepare", str(chip), "--labels", str(mask), "--classes", "water_mask"]
+    args += ["--out", str(out), "--patch-size", "32", "--stride", "32", "--no-progress"]
+    code = run_cli(monkeypatch, *args)
+    captured = capfd.readouterr()
+    assert code == 0, captured.err
+    stats = pd.read_json(out / "stats.json", typ="series")
+    assert list(stats["class_names"]) == ["Not water", "Water"]
+    config = (out / "config.yaml").read_text()
+    assert "classes: water_mask" in config and "mask.tif" in config

@@ -165,6 +165,20 @@ def prepare(
             "--unknown-values", help="Label values absent from the class table: error or ignore."
         ),
     ] = None,
+    split_map: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--split-map",
+            help="Your own split instead of the block split: raster(s) of 1 train, 2 val, "
+            "3 test, 0 none, on the labels' grid (one per product with --labels-grid pixel).",
+        ),
+    ] = None,
+    cover_edges: Annotated[
+        bool,
+        typer.Option(
+            "--cover-edges", help="Add a last row and column of patches ending on the scene's edge."
+        ),
+    ] = False,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -237,6 +251,8 @@ def prepare(
         labels_grid=labels_grid,
         unknown_values=unknown_values,
         overwrite=overwrite or None,
+        split_map=split_map or None,
+        cover_edges=cover_edges or None,
         patch_size=patch_size,
         stride=stride,
         max_nodata=max_nodata,

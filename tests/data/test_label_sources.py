@@ -305,3 +305,45 @@ def test_info_describes_label_sources_with_counts_and_names(tmp_path):
     fields, values = describe_labels(layer, field="landuse")
     assert fields["features"] == 3 and fields["fields"] == "landuse"
     assert values == [{"value": "a", "features": 2}, {"value": "b", "features": 1}]
+
+
+# --- a split of the user's own ------------------------------------------------------------------
+
+
+def test_split_map_gives_one_patch_per_split_with_only_its_labels(tmp_path):
+    """Pixel-grid ground truth and split map (left half train, right half val/test): a
+    window across the boundary is stored once per split, each copy with only its labels;
+    cover_edges adds the windows ending on the 100-px scene's edge."""
+    chip = _chip(tmp_path, size=100)
+    gt = np.random.default_rng(4).integers(1, 16, (100, 100)).astype(np.uint8)
+    split = np.ones((100, 100), np.uint8)  # train
+    split[:, 50:] = 2  # val
+    split[60:, 50:] = 3  # test
+    split[:5] = 0  # in no split
+    np.save(tmp_path / "gt.npy", gt)
+    np.save(tmp_path / "split.npy", split)
+    result, out = _prepare(
+        tmp_path,
+        [chip],
+        labels=[tmp_path / "gt.npy"],
+        labels_grid="pixel",
+        classes="flevoland",
+        split_map=[tmp_path / "split.npy"],
+        cover_edges=True,
+    )
+    index = store.read_index(out)
+    labels = store.open_patch_arrays(out).labels
+    windows = sorted({(r, c) for r, c in zip(index["row"], index["col"], strict=True)})
+    assert windows == [(r, c) for r in (0, 32, 64, 68) for c in (0, 32, 64, 68)]
+    expected_ids = gt.astype(np.int64) - 1
+    for i, entry in enumerate(index.itertuples()):
+        inside = np.s_[entry.row : entry.row + 32, entry.col : entry.col + 32]
+        code = {"train": 1, "val": 2, "test": 3}[entry.split]
+        mine = split[inside] == code
+        assert mine.any() and entry.patch_id.endswith(f"_{entry.split}")
+        np.testing.assert_array_equal(labels[i][mine], expected_ids[inside][mine])
+        assert (labels[i][~mine] == 255).all()
+    # The window at (32, 32) straddles train, val and test.
+    at = index[(index["row"] == 32) & (index["col"] == 32)]
+    assert sorted(at["split"]) == ["test", "train", "val"]
+    assert result.splits == {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}

@@ -102,6 +102,14 @@ class PrepareConfig(BaseModel):
     filter_size: int = Field(5, ge=3)
     balance: BalanceConfig = Field(default_factory=BalanceConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
+    # A split decided by the user instead of the block split: rasters of split codes
+    # (1 train, 2 val, 3 test, 0 none), on the same grid as the labels (`labels_grid`),
+    # one per product for pixel-grid maps. Each window gives one patch per split whose
+    # labelled pixels it holds, carrying only that split's labels.
+    split_map: list[Path] = Field(default_factory=list)
+    # Also cut a last row and column of windows moved back to end on the scene's edge
+    # (as full-scene prediction tiles it), so that no labelled edge pixel is left out.
+    cover_edges: bool = False
     seed: int = 0
     workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
@@ -203,6 +211,7 @@ class SceneTask:
     fingerprint: str
     config: PrepareConfig
     labels: LabelSource | None  # the scene's label source (picklable, no open files)
+    splits: LabelSource | None = None  # the scene's split map, if the user gave one
 
 
 @dataclass(frozen=True)
@@ -250,13 +259,14 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     rows: list[dict[str, Any]] = []
     with rasterio.Env(GDAL_CACHEMAX=cfg.gdal_cache_mb * 2**20):
         product = _open_scene(task.product, cfg)
-        labels = task.labels
-        if labels is not None:
-            labels.attach(product, task.product)
+        labels, splits = task.labels, task.splits
+        for source in (labels, splits):
+            if source is not None:
+                source.attach(product, task.product)
         num_classes = labels.table.num_classes if labels is not None else 0
         arrays = store.create_patch_arrays(
             task.staging,
-            len(task.windows),
+            len(task.windows) * (len(SPLIT_NAMES) if splits is not None else 1),
             product.bands,
             cfg.patch_size,
             with_labels=labels is not None,
@@ -275,10 +285,12 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             stored = db.astype(store.PATCH_DTYPE)  # validity and statistics of stored values
             finite = np.isfinite(db).all(axis=0)
             moments = store.BandMoments(stored)
-            label_box = None
+            label_box = split_box = None
             if labels is not None:
                 label_box = labels.read_on_grid(product.grid, box, cfg.label_resampling)
                 label_box[~finite] = store.IGNORE_INDEX
+            if splits is not None:
+                split_box = splits.read_on_grid(product.grid, box, "nearest")
             images, patch_labels = [], []
             for window in batch:
                 inside = (
@@ -290,22 +302,27 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                     continue
                 image = stored[(slice(None), *inside)]
                 count, total, total_sq = moments.of(*inside)
-                row = {
-                    "window": window,
-                    "category": UNLABELLED,
-                    "valid_fraction": fraction,
-                    "band_count": count.tolist(),
-                    "band_sum": total.tolist(),
-                    "band_sumsq": total_sq.tolist(),
-                    "class_counts": None,
-                }
-                if label_box is not None:
-                    label = label_box[inside]
-                    row["category"] = patch_category(label, cfg.balance.category_rule)
-                    row["class_counts"] = store.class_pixel_counts(label, num_classes).tolist()
-                    patch_labels.append(label)
-                images.append(image)
-                rows.append(row)
+                entries = [(None, label_box[inside] if label_box is not None else None)]
+                if split_box is not None:
+                    entries = _split_entries(label_box[inside], split_box[inside])
+                for split, label in entries:
+                    row = {
+                        "window": window,
+                        "split": split,
+                        "category": UNLABELLED,
+                        "valid_fraction": fraction,
+                        "band_count": count.tolist(),
+                        "band_sum": total.tolist(),
+                        "band_sumsq": total_sq.tolist(),
+                        "class_counts": None,
+                    }
+                    if label is not None:
+                        row["category"] = patch_category(label, cfg.balance.category_rule)
+                        counts = store.class_pixel_counts(label, num_classes)
+                        row["class_counts"] = counts.tolist()
+                        patch_labels.append(label)
+                    images.append(image)
+                    rows.append(row)
             if images:
                 start = len(rows) - len(images)
                 store.write_image_chunks(task.staging, start, np.stack(images))
@@ -314,15 +331,18 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             bar.update(len(batch))
         bar.close()
         store.resize_patch_arrays(arrays, len(rows))
-        if labels is not None:
-            labels.close()
+        for source in (labels, splits):
+            if source is not None:
+                source.close()
 
     windows = [row.pop("window") for row in rows]
     georefs = patch_georefs(product.grid, windows)
     table = pd.DataFrame(
         [
             {
-                "patch_id": patch_id(task.scene, window),
+                # A window cut once per split (split map) gets the split in its id.
+                "patch_id": patch_id(task.scene, window)
+                + (f"_{row['split']}" if row["split"] else ""),
                 "scene": task.scene,
                 "file": str(task.product),
                 "date": product.date,
@@ -345,6 +365,20 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     return TaskResult(task.staging, task.scene, len(task.windows), len(rows), False)
 
 
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def _split_entries(label: np.ndarray, split_codes: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(split, labels of that split only) for each split holding labelled pixels of the
+    window: a window across a split map's boundary gives one patch per split."""
+    entries = []
+    for code, name in enumerate(SPLIT_NAMES):
+        only = np.where(split_codes == code, label, store.IGNORE_INDEX).astype(np.uint8)
+        if (only != store.IGNORE_INDEX).any():
+            entries.append((name, only))
+    return entries
+
+
 def _row_batches(windows: Sequence[Window], size: int) -> Iterable[list[Window]]:
     """Consecutive windows of one patch row, at most ``size`` per batch."""
     batch: list[Window] = []
@@ -365,11 +399,11 @@ def _bounding_window(windows: Sequence[Window]) -> Window:
     return Window(row0, col0, row1 - row0, col1 - col0)
 
 
-# The index columns (less ``split``, decided later), the source file and patch size, the
+# The index columns (``split`` None unless a split map set it), the source file and patch size, the
 # patch's statistics (band moments, class pixel counts: train statistics are summed from
 # them) and where the patch sits in its task's staged arrays.
 _CANDIDATE_COLUMNS = [
-    *(c for c in store.INDEX_COLUMNS if c != "split"),
+    *store.INDEX_COLUMNS,
     "file",
     "height",
     "width",
@@ -446,6 +480,7 @@ class _Scene:
     bands: tuple[str, ...]
     quantity: str
     labels: LabelSource | None
+    splits: LabelSource | None = None
 
 
 def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
@@ -463,13 +498,17 @@ def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
 
 
 def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
-    """Open every product (and its labels) before any output is written."""
-    sources = _label_sources(cfg)
+    """Open every product (and its labels and split map) before any output is written."""
+    sources = _label_sources(cfg, cfg.labels, cfg.classes)
+    split_maps = _label_sources(cfg, cfg.split_map, split_map_table())
+    if cfg.split_map and not cfg.labels:
+        raise DataError("a split map needs labels", cfg.split_map[0], hint="pass --labels")
     scenes: list[_Scene] = []
-    for path, labels in zip(cfg.products, sources, strict=True):
+    for path, labels, splits in zip(cfg.products, sources, split_maps, strict=True):
         product = _open_scene(path, cfg)
-        if labels is not None:
-            labels.check_scene(product, path)
+        for source in (labels, splits):
+            if source is not None:
+                source.check_scene(product, path)
         name = _scene_name(Path(path))
         if any(s.name == name for s in scenes):
             raise DataError(f"product given twice (scene {name})", path)
@@ -487,31 +526,54 @@ def _check_inputs(cfg: PrepareConfig) -> list[_Scene]:
                 hint="prepare products of one backscatter quantity together",
             )
         scenes.append(
-            _Scene(Path(path), name, product.grid, tuple(product.bands), product.quantity, labels)
+            _Scene(
+                Path(path),
+                name,
+                product.grid,
+                tuple(product.bands),
+                product.quantity,
+                labels,
+                splits,
+            )
         )
         if hasattr(product, "close"):
             product.close()
     return scenes
 
 
-def _label_sources(cfg: PrepareConfig) -> list[LabelSource | None]:
-    """The label source of each product: one shared source of class rasters or polygons,
-    or one pixel-grid image per product (in product order)."""
+def _label_sources(cfg: PrepareConfig, paths: list[Path], classes: Any) -> list[Any]:
+    """The source of ``paths`` for each product: one shared source of rasters or polygons,
+    or one pixel-grid image per product (in product order); None without ``paths``."""
     from alos2fm.data.labels import open_labels
 
-    if not cfg.labels:
+    if not paths:
         return [None] * len(cfg.products)
     options = {"field": cfg.label_field, "unknown": cfg.unknown_values}
     if cfg.labels_grid == "pixel":
-        if len(cfg.labels) != len(cfg.products):
+        if len(paths) != len(cfg.products):
             raise DataError(
-                f"{len(cfg.labels)} pixel-grid label image(s) for {len(cfg.products)} product(s)",
-                cfg.labels[0],
-                hint="give one label image per product, in the same order",
+                f"{len(paths)} pixel-grid image(s) for {len(cfg.products)} product(s)",
+                paths[0],
+                hint="give one image per product, in the same order",
             )
-        return [open_labels(p, cfg.classes, grid="pixel", **options) for p in cfg.labels]
-    shared = open_labels(cfg.labels, cfg.classes, **options)
+        return [open_labels(p, classes, grid="pixel", **options) for p in paths]
+    shared = open_labels(paths, classes, **options)
     return [shared] * len(cfg.products)
+
+
+def split_map_table() -> Any:
+    """The class table of split maps: 1 train, 2 val, 3 test (ids 0-2), 0 in no split."""
+    from alos2fm.data.classes import ClassTable, TrainingClass
+
+    colours = ((0, 120, 0), (240, 160, 0), (200, 0, 0))
+    return ClassTable(
+        name="split_map",
+        classes=[
+            TrainingClass(name=name, color=colour, values=[code + 1])
+            for code, (name, colour) in enumerate(zip(SPLIT_NAMES, colours, strict=True))
+        ],
+        ignore=[0],
+    )
 
 
 def _scene_name(path: Path) -> str:
@@ -542,7 +604,7 @@ def _make_tasks(
 
     tasks = []
     for scene in scenes:
-        windows = grid_windows(scene.grid, cfg.patch_size, cfg.stride)
+        windows = grid_windows(scene.grid, cfg.patch_size, cfg.stride, cfg.cover_edges)
         if not windows:
             raise DataError(
                 f"scene of {scene.grid.height} x {scene.grid.width} px is smaller than one "
@@ -562,6 +624,7 @@ def _make_tasks(
                     fingerprint=_fingerprint(cfg, scene, chunk),
                     config=cfg,
                     labels=scene.labels,
+                    splits=scene.splits,
                 )
             )
     return tasks
@@ -574,8 +637,9 @@ def _fingerprint(cfg: PrepareConfig, scene: _Scene, windows: Sequence[Window]) -
     from alos2fm.data.classes import load_class_table
 
     files = product_files(scene.product)
-    if scene.labels is not None:
-        files += scene.labels.files
+    for source in (scene.labels, scene.splits):
+        if source is not None:
+            files += source.files
     content = {
         "format": _STAGING_FORMAT,
         "files": [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files],
@@ -588,6 +652,7 @@ def _fingerprint(cfg: PrepareConfig, scene: _Scene, windows: Sequence[Window]) -
                 "label_field",
                 "unknown_values",
                 "label_resampling",
+                "cover_edges",
                 "patch_size",
                 "stride",
                 "max_nodata",
@@ -711,8 +776,10 @@ def _assemble(
             cfg.products[0],
             hint="check --exclude-class and --cap",
         )
-    # Patches in the buffer between splits are left out of the dataset.
-    chosen["split"] = split_patches(chosen, cfg.split, patch_size=cfg.patch_size, seed=cfg.seed)
+    # Patches in the buffer between splits are left out of the dataset; a split map, when
+    # given, has already said where each patch goes.
+    if not cfg.split_map:
+        chosen["split"] = split_patches(chosen, cfg.split, patch_size=cfg.patch_size, seed=cfg.seed)
     chosen = chosen[chosen["split"] != BUFFER].sort_values(["scene", "row", "col"])
     chosen = chosen.reset_index(drop=True)
 

@@ -22,19 +22,40 @@ LONLAT = "EPSG:4326"
 _EDGE_POINTS = 21  # points per patch edge when converting bounds to lon/lat (as densify_pts)
 
 
-def grid_windows(grid: RasterGrid, patch_size: int = 256, stride: int = 256) -> list[Window]:
+def grid_windows(
+    grid: RasterGrid, patch_size: int = 256, stride: int = 256, cover_edges: bool = False
+) -> list[Window]:
     """Windows of ``patch_size`` x ``patch_size`` pixels every ``stride`` pixels, row-major.
 
-    ``stride < patch_size`` gives overlapping patches; ``stride > patch_size`` gaps.
+    ``stride < patch_size`` gives overlapping patches; ``stride > patch_size`` gaps. With
+    ``cover_edges`` a last row and column moved back to end on the scene's edge cover the
+    remainder (as full-scene prediction tiles a scene).
     """
     if patch_size <= 0 or stride <= 0:
         raise DataError(
             f"patch size and stride must be positive, got {patch_size} and {stride}",
             hint="e.g. --patch-size 256 --stride 256",
         )
-    rows = range(0, grid.height - patch_size + 1, stride)
-    cols = range(0, grid.width - patch_size + 1, stride)
+    if grid.height < patch_size or grid.width < patch_size:
+        return []
+    if cover_edges:
+        rows = tile_origins(grid.height, patch_size, patch_size - stride)
+        cols = tile_origins(grid.width, patch_size, patch_size - stride)
+    else:
+        rows = range(0, grid.height - patch_size + 1, stride)
+        cols = range(0, grid.width - patch_size + 1, stride)
     return [Window(r, c, patch_size, patch_size) for r in rows for c in cols]
+
+
+def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Start of each tile along one axis: every ``tile - overlap`` pixels, the last one
+    moved back to end on the edge; ``[0]`` when the axis is shorter than one tile."""
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    origins = list(range(0, length - tile, step))
+    origins.append(length - tile)
+    return origins
 
 
 def patch_id(scene: str, window: Window) -> str:

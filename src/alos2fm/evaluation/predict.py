@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
 from alos2fm.products.base import Product, Window
@@ -154,17 +155,6 @@ def load_segmenter_for_inference(
 
 
 # --- tiling and blending ------------------------------------------------------------------
-
-
-def tile_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Start of each tile along one axis: every ``tile - overlap`` pixels, the last one
-    moved back to end on the edge; ``[0]`` when the axis is shorter than one tile."""
-    if length <= tile:
-        return [0]
-    step = tile - overlap
-    origins = list(range(0, length - tile, step))
-    origins.append(length - tile)
-    return origins
 
 
 def blend_ramp(tile: int, overlap: int) -> np.ndarray:
