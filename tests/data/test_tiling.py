@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from affine import Affine
@@ -83,3 +85,39 @@ def test_valid_fraction_needs_every_band():
     db[1, :, 0] = np.nan  # 4 pixels missing in band 1, one shared -> 7 invalid
     assert valid_fraction(db) == pytest.approx(9 / 16)
     assert valid_fraction(db[1]) == pytest.approx(12 / 16)
+
+
+def test_rotated_patch_bounds_hold_its_whole_footprint():
+    """A georeferenced (along-track) grid, turned 12°: bounds from all four corners."""
+    cos, sin = math.cos(math.radians(12)), math.sin(math.radians(12))
+    grid = RasterGrid(
+        600, 600, "EPSG:32654", Affine(3 * cos, 3 * sin, 380000.0, 3 * sin, -3 * cos, 3950000.0)
+    )
+    window = Window(256, 128, 256, 256)
+    geo = patch_georef(grid, window)
+
+    def corner(col, row):  # x = c + a·col + b·row, y = f + d·col + e·row
+        return 380000.0 + 3 * cos * col + 3 * sin * row, 3950000.0 + 3 * sin * col - 3 * cos * row
+
+    # West: top-left corner; east: bottom-right; south: bottom-left; north: top-right.
+    (west, _), (east, _) = corner(128, 256), corner(384, 512)
+    (_, south), (_, north) = corner(128, 512), corner(384, 256)
+    assert (geo["minx"], geo["miny"], geo["maxx"], geo["maxy"]) == pytest.approx(
+        (west, south, east, north), abs=1e-6
+    )
+    # Lon/lat box of the rotated footprint itself: 1001 points along each edge.
+    steps = np.linspace(0, 256, 1001)
+    cols = np.concatenate(
+        [128 + steps, np.full_like(steps, 384), 128 + steps, np.full_like(steps, 128)]
+    )
+    rows = np.concatenate(
+        [np.full_like(steps, 256), 256 + steps, np.full_like(steps, 512), 256 + steps]
+    )
+    lon, lat = transform("EPSG:32654", "EPSG:4326", *corner(cols, rows))
+    expected = (min(lon), min(lat), max(lon), max(lat))
+    got = (geo["lon_min"], geo["lat_min"], geo["lon_max"], geo["lat_max"])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+    centre_lon, centre_lat = transform("EPSG:32654", "EPSG:4326", *[[v] for v in corner(256, 384)])
+    assert (geo["lon_center"], geo["lat_center"]) == pytest.approx(
+        (centre_lon[0], centre_lat[0]), abs=1e-12
+    )

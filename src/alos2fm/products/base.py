@@ -27,7 +27,7 @@ class Window(NamedTuple):
 
 @dataclass(frozen=True)
 class RasterGrid:
-    """The pixel grid of a scene: size, CRS (WKT or EPSG string) and affine transform.
+    """The pixel grid of a scene: size, CRS (EPSG code, PROJ or WKT string), affine transform.
 
     ``crs`` is ``None`` for rasters without a geocoding (e.g. slant-range L1.1, or a
     PolSARpro pixel grid): those get an identity transform and pixel-unit bounds.
@@ -42,10 +42,15 @@ class RasterGrid:
         return self.transform @ Affine.translation(window.col, window.row)
 
     def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
-        """(minx, miny, maxx, maxy) of the window in the grid's CRS."""
+        """(minx, miny, maxx, maxy) of the window in the grid's CRS.
+
+        Taken over all four transformed corners: on a rotated grid (georeferenced L1.5,
+        along track rather than map north) the corners of the first and last pixels alone
+        would give a box that cuts off parts of the footprint.
+        """
         t = self.window_transform(window)
-        xs = [t.c, t.c + t.a * window.width]
-        ys = [t.f, t.f + t.e * window.height]
+        corners = [(0, 0), (window.width, 0), (window.width, window.height), (0, window.height)]
+        xs, ys = zip(*(t @ corner for corner in corners), strict=True)
         return min(xs), min(ys), max(xs), max(ys)
 
 

@@ -109,10 +109,11 @@ def _grid(src: Any) -> RasterGrid:
 
 def _describe_grid(grid: RasterGrid, src: Any) -> dict[str, Any]:
     t = grid.transform
+    # Lengths of the column and row steps, so that rotated grids report their true size.
     return {
         "size": f"{grid.width} x {grid.height} (pixels x lines)",
         "crs": grid.crs or "none",
-        "pixel size": f"{abs(t.a):g} x {abs(t.e):g}"
+        "pixel size": f"{np.hypot(t.a, t.d):g} x {np.hypot(t.b, t.e):g}"
         + (" m" if src.crs and src.crs.is_projected else ""),
         "transform": tuple(round(v, 6) for v in t[:6]),
         "bounds": tuple(
