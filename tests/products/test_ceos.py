@@ -1,9 +1,11 @@
-"""CEOS reader on the real ALOS-2 L1.5 header set and on hybrid files built from it.
+"""CEOS reader on the real ALOS-2 L1.5 header set, on hybrid files built from it, and on
+synthetic header sets.
 
 The real set (``ceos_l15_dir``) holds complete VOL/LED/TRL files and the 720-byte IMG
 descriptors without image lines. Hybrid files keep the real descriptor bytes, patch its
 line count (and, where said, other fields) and append made-up line records of known DN:
-they are PARTLY SYNTHETIC and only ever written to ``tmp_path``.
+they are PARTLY SYNTHETIC and only ever written to ``tmp_path``. The synthetic sets
+(``ceos_records.py``, no JAXA bytes) cover what the real set cannot: other projections.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 
 from alos2fm.errors import ProductError
+from alos2fm.products import describe_product, open_product
 from alos2fm.products.base import Window
 from alos2fm.products.ceos import (
     CeosProduct,
@@ -28,6 +32,7 @@ from alos2fm.products.ceos import (
     read_image_descriptor,
     read_map_projection,
 )
+from tests.products.ceos_records import map_projection_fields, write_product
 
 SCENE = "ALOS2015976960-140909-FBDR1.5GUA"
 REAL_PIXELS, REAL_LINES, REAL_RECORD, REAL_PREFIX = 12870, 13161, 25932, 192
@@ -314,3 +319,151 @@ def test_misnamed_or_foreign_files_are_rejected(ceos_l15_dir: Path, tmp_path: Pa
     empty.mkdir()
     with pytest.raises(ProductError, match="no CEOS IMG"):
         CeosProduct(empty)
+
+
+# --- SYNTHETIC header sets (tests/products/ceos_records.py): projections, siblings -------
+
+PS_PRODUCT = "ALOS2123451230-200105-FBDR1.5GPD"
+PS_SPACING = 25.0
+
+
+def _ps_product(
+    folder: Path,
+    designator: str,
+    section: dict[int, str | float],
+    top_left: tuple[float, float],
+    corners_crs: str,
+    pols: tuple[str, ...] = ("HH",),
+) -> Path:
+    """SYNTHETIC: a 6 x 5 px product, map-north, whose top-left pixel centre is at
+    ``top_left`` (m); its geographic corners are those points in ``corners_crs``."""
+    from rasterio.warp import transform as warp
+
+    lines, pixels = 5, 6
+    x0, y0 = top_left
+    x1, y1 = x0 + (pixels - 1) * PS_SPACING, y0 - (lines - 1) * PS_SPACING
+    corners = [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+    lon, lat = warp(corners_crs, "EPSG:4326", *zip(*corners, strict=True))
+    record = map_projection_fields(
+        designator,
+        corners,
+        list(zip(lon, lat, strict=True)),
+        n_pixels=pixels,
+        n_lines=lines,
+        spacing=PS_SPACING,
+        extra=section,
+    )
+    dn = {pol: _known_dn(lines, pixels) + 100 * i for i, pol in enumerate(pols)}
+    return write_product(folder, PS_PRODUCT, dn, record)
+
+
+def _ups_section(longitude: float, latitude: float, scale: float) -> dict[int, str | float]:
+    return {592: "POLAR STEREOGRAPHIC", 624: longitude, 640: latitude, 656: scale}
+
+
+# Worked examples of EPSG Guidance Note 7-2 (EPSG:3032 and EPSG:32661), false origins
+# removed: the map-projection record puts the map origin at the pole.
+# Variant B, latitude of true scale 71°S, central meridian 70°E: 75°S 120°E is at
+# E 7 255 380.79, N 7 053 389.56 with a 6 000 000 m false easting and northing.
+ANTARCTIC_B = "+proj=stere +lat_0=-90 +lat_ts=-71 +lon_0=70 +x_0=0 +y_0=0 +datum=WGS84"
+# Variant A, scale 0.994 at the North Pole, central meridian 0: 73°N 44°E is at
+# E 3 320 416.75, N 632 668.43 with a 2 000 000 m false easting and northing.
+ARCTIC_A = "+proj=stere +lat_0=90 +k_0=0.994 +lon_0=0 +x_0=0 +y_0=0 +datum=WGS84"
+
+
+@pytest.mark.parametrize(
+    "section,top_left,corners_crs,lonlat",
+    [
+        (_ups_section(70.0, -71.0, 1.0), (1_255_380.79, 1_053_389.56), ANTARCTIC_B, (120, -75)),
+        (_ups_section(0.0, 90.0, 0.994), (1_320_416.75, -1_367_331.57), ARCTIC_A, (44, 73)),
+    ],
+    ids=["variant-B-true-scale-latitude", "variant-A-scale-at-pole"],
+)
+def test_polar_stereographic_puts_pixels_where_the_epsg_examples_say(
+    tmp_path: Path, section, top_left, corners_crs, lonlat
+) -> None:
+    from rasterio.warp import transform as warp
+
+    folder = _ps_product(tmp_path, "UPS-PROJECTION", section, top_left, corners_crs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a supported projection opens without warnings
+        product = CeosProduct(folder)
+    grid = product.grid
+    assert grid.crs is not None
+    assert (grid.transform.a, grid.transform.e) == pytest.approx((PS_SPACING, -PS_SPACING))
+    lon, lat = warp(grid.crs, "EPSG:4326", *zip(grid.transform @ (0.5, 0.5), strict=True))
+    assert (lon[0], lat[0]) == pytest.approx(lonlat, abs=1e-6)  # EPSG values are to 1 cm
+
+
+def test_polar_stereographic_info_reads_and_names_the_epsg_code(tmp_path: Path) -> None:
+    # Centre 71°S on the Greenwich meridian is EPSG:3031 (Antarctic Polar Stereographic).
+    polar_3031 = ANTARCTIC_B.replace("+lon_0=70", "+lon_0=0")
+    folder = _ps_product(
+        tmp_path,
+        "UPS-PROJECTION",
+        _ups_section(0.0, -71.0, 1.0),
+        (-400_000.0, 1_200_000.0),
+        polar_3031,
+    )
+    info = describe_product(folder)
+    assert info["crs"] == "EPSG:3031"
+    assert info["map projection"] == "UPS-PROJECTION (GEOCODED)"
+    assert info["projection"] == "polar stereographic"  # from the P in the product id
+    # Outer pixel edges: half a 25 m pixel beyond the corner pixel centres.
+    assert info["bounds"] == pytest.approx((-400_012.5, 1_199_887.5, -399_862.5, 1_200_012.5))
+    db = CeosProduct(folder).read_db(Window(1, 0, 1, 6))[0, 0]
+    expected = 20 * np.log10(_known_dn(5, 6)[1].astype(np.float64)) - 83.0
+    np.testing.assert_allclose(db, expected, atol=1e-4)
+
+
+def test_misread_polar_parameters_open_without_crs_and_warn(tmp_path: Path) -> None:
+    # The record says true scale at 71°S, but its geographic corners follow another
+    # projection (scale 0.994 at the pole): trusting the CRS would misplace every label.
+    folder = _ps_product(
+        tmp_path,
+        "UPS-PROJECTION",
+        _ups_section(70.0, -71.0, 1.0),
+        (1_255_380.79, 1_053_389.56),
+        ANTARCTIC_B.replace("+lat_ts=-71", "+k_0=0.994"),
+    )
+    with pytest.warns(UserWarning, match="geographic corners .* m from its map corners"):
+        product = CeosProduct(folder)
+    assert product.grid.crs is None and product.grid.transform == Affine.identity()
+    assert product.describe()["crs"] == "none (see the warning)"
+    assert product.read_db(Window(0, 0, 5, 6)).shape == (1, 5, 6)
+
+
+def test_unsupported_projection_opens_without_crs_for_info_and_reading(tmp_path: Path) -> None:
+    folder = _ps_product(
+        tmp_path, "LCC-PROJECTION", {}, (500_000.0, 4_000_000.0), "EPSG:32654", ("HH", "HV")
+    )
+    with pytest.warns(UserWarning, match="'LCC-PROJECTION' is not supported"):
+        info = describe_product(folder)
+    assert info["crs"] == "none (see the warning)" and "bounds" not in info
+    with pytest.warns(UserWarning, match="not supported"):
+        product = CeosProduct(folder)
+    assert product.grid.crs is None and product.bands == ("HH", "HV")
+    assert np.isfinite(product.read_db(Window(0, 1, 5, 5))).all()
+
+
+def test_img_file_with_polarisations_reads_its_siblings(tmp_path: Path) -> None:
+    folder = _ps_product(
+        tmp_path,
+        "UPS-PROJECTION",
+        _ups_section(70.0, -71.0, 1.0),
+        (1_255_380.79, 1_053_389.56),
+        ANTARCTIC_B,
+        ("HH", "HV"),
+    )
+    hh = folder / f"IMG-HH-{PS_PRODUCT}"
+    assert CeosProduct(hh).bands == ("HH",)  # an IMG file alone is that polarisation
+    product = open_product(hh, bands=["HV", "HH"])
+    assert product.bands == ("HV", "HH")
+    db = product.read_db(Window(2, 0, 1, 6))[:, 0]
+    for band, offset in ((0, 100), (1, 0)):  # HV holds the HH DN + 100
+        dn = _known_dn(5, 6)[2].astype(np.float64) + offset
+        np.testing.assert_allclose(db[band], 20 * np.log10(dn) - 83.0, atol=1e-4)
+    with pytest.raises(ProductError, match=f"IMG-VV-{PS_PRODUCT} is missing"):
+        open_product(hh, bands=["HH", "VV"])
+    with pytest.raises(ProductError, match=f"IMG-VV-{PS_PRODUCT} is missing"):
+        open_product(folder, bands=["VV"])

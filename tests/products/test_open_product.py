@@ -105,3 +105,29 @@ def test_info_error_is_one_line_on_stderr(tmp_path: Path, ceos_l15_dir: Path) ->
     assert run.stderr.startswith("alos2fm: error: ") and str(bad) in run.stderr
     assert "not a CEOS VOL/LED/IMG/TRL file" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def test_bands_open_the_sibling_polarisation_files(tmp_path: Path) -> None:
+    name = "IMG-{pol}-ALOS2458503210-221119-UBSR2.1GUD.tif"
+    hh, hv = dn_scene(seed=1), dn_scene(seed=2)
+    hh_path = write_tif(tmp_path / name.format(pol="HH"), hh)
+    write_tif(tmp_path / name.format(pol="HV"), hv)
+    assert open_product(hh_path).bands == ("HH",)  # alone, a file is its own polarisation
+    product = open_product(hh_path, bands=["HH", "HV"])
+    assert product.bands == ("HH", "HV")
+    db = product.read_db(Window(0, 0, 40, 48))
+    with np.errstate(divide="ignore"):
+        for band, dn in enumerate((hh, hv)):  # sigma0 = 20·log10(DN) − 83, DN 0 = no data
+            expected = np.where(dn > 0, 20 * np.log10(dn.astype(np.float64)) - 83.0, np.nan)
+            np.testing.assert_allclose(db[band], expected, atol=1e-4)
+    missing = name.format(pol="VV")
+    with pytest.raises(ProductError, match=f"polarisation VV requested but {missing} is missing"):
+        open_product(hh_path, bands=["HH", "VV"])
+
+
+def test_bands_leave_single_file_rasters_whole(tmp_path: Path) -> None:
+    # A dB GeoTIFF holds its bands in one file: bands= gathers nothing, and choosing
+    # among its bands stays with processing.process (and predict's band matching).
+    data = np.stack([np.full((8, 8), -11.5, np.float32), np.full((8, 8), -18.0, np.float32)])
+    path = write_tif(tmp_path / "s1_db.tif", data)
+    assert open_product(path, bands=["VV", "VH"]).bands == ("DB1", "DB2")

@@ -14,10 +14,15 @@ any other GeoTIFF                                      ``DbRasterProduct`` (``db
 
 Every reader implements :class:`~alos2fm.products.base.Product`: a grid and
 ``read_db(window)`` giving float32 dB with NaN for no data.
+
+ALOS-2 products and mosaic tiles come one file per polarisation
+(``IMG-HH-…``/``IMG-HV-…``, ``_sl_HH_``/``_sl_HV_``); ``open_product(path, bands=[…])``
+reads the sibling files of ``path`` as one multi-band scene.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,17 +36,44 @@ KINDS: tuple[str, ...] = ("ceos", "dn", "mosaic", "t3", "db", "power")
 __all__ = ["KINDS", "Product", "RasterGrid", "Window", "describe_product", "open_product"]
 
 
-def open_product(path: str | Path, *, kind: ProductKind | None = None, **options: Any) -> Product:
+# The reader option that takes the bands to read, for readers that can choose them: one
+# file per polarisation (CEOS, DN GeoTIFF, mosaic) or bands derived from T3 elements.
+_BANDS_OPTION = {
+    "ceos": "polarisations",
+    "dn": "polarisations",
+    "mosaic": "polarisations",
+    "t3": "bands",
+}
+
+
+def open_product(
+    path: str | Path,
+    *,
+    kind: ProductKind | None = None,
+    bands: Sequence[str] | None = None,
+    **options: Any,
+) -> Product:
     """Open a product for reading calibrated dB; ``options`` go to the reader.
 
     ``kind`` skips detection (and, for ``db``/``power``, the check that the values look
-    like that quantity). Raises ``ProductError`` naming the file when nothing fits.
+    like that quantity). ``bands`` (e.g. ``["HH", "HV"]``) are the polarisations to read
+    where the reader chooses them: for products stored one file per polarisation the
+    sibling files of ``path`` are opened with it, in that order (a missing one raises
+    ``ProductError`` naming it); T3 folders derive just those. Rasters that hold all
+    their bands in one file are opened whole, and choosing among their bands is left to
+    ``processing.process`` (or the caller). Raises ``ProductError`` naming the file when
+    nothing fits.
     """
     path = Path(path)
     if not path.exists():
         raise ProductError("no such file or folder", path)
     explicit = kind is not None
     kind = kind or detect_kind(path)
+    if bands is not None and kind in _BANDS_OPTION:
+        name = _BANDS_OPTION[kind]
+        if name in options:
+            raise TypeError(f"give bands= or {name}=, not both")
+        options[name] = tuple(bands)
     if kind == "ceos":
         from alos2fm.products.ceos import CeosProduct
 

@@ -11,8 +11,9 @@ Layout (``ALOS2_FACTS.md`` §2; every number big-endian):
 * ``LED-…``: the leader. We use two of its records:
   - radiometric data (type 50): the calibration factor CF, ASCII at record bytes 20-35;
   - map projection (type 20, L1.5 and later): projection name, UTM zone, false northing
-    (10 000 000 m = southern hemisphere), pixel/line spacing and the projected map
-    coordinates (km) of the four corner pixels.
+    (10 000 000 m = southern hemisphere), polar stereographic centre and scale, pixel/line
+    spacing, and the projected (km) and geographic (degrees) coordinates of the four
+    corner pixels.
 
 Image lines are read through a memory map, so a window costs only its own bytes.
 GDAL is not used: its ``JAXAPALSAR`` driver rejects ALOS-2 names and assumes the ALOS-1
@@ -231,35 +232,50 @@ def read_calibration_factor_from_records(leader: Path) -> float:
 
 
 @dataclass(frozen=True)
+class PolarStereographic:
+    """The polar stereographic (``UPS-PROJECTION``) section of the map-projection record."""
+
+    longitude: float  # centre of projection: the central meridian, degrees
+    latitude: float  # ±90 (pole) or the latitude of true scale, degrees
+    scale_factor: float
+
+
+@dataclass(frozen=True)
 class MapProjection:
     """The map-projection record fields used for georeferencing (L1.5 and later).
 
     ``corners`` are the projected (easting, northing) in metres of the centres of the
     top-left, top-right, bottom-right and bottom-left pixels. That they are pixel centres
     (not outer edges) is inferred: on the real scene they span exactly (n − 1) × spacing.
+    ``geographic_corners`` are the same four points as (longitude, latitude) in degrees,
+    written by JAXA independently of the projection parameters; None where blank.
     """
 
     kind: str  # GEOCODED / GEOREFERENCE
-    projection: str  # e.g. UTM-PROJECTION
+    projection: str  # e.g. UTM-PROJECTION, UPS-PROJECTION
     utm_zone: int | None
     south: bool
+    polar: PolarStereographic | None
     pixel_spacing: float
     line_spacing: float
     n_pixels: int
     n_lines: int
     corners: tuple[tuple[float, float], ...]
+    geographic_corners: tuple[tuple[float, float], ...] | None
 
 
 def read_map_projection(leader: Path) -> MapProjection | None:
     """The leader's map-projection record (type 20), or None when absent or blank (L1.1).
 
-    Bytes used (0-based, ASCII): 28-59 kind, 60-75 pixels, 76-91 lines, 92-107 line
-    spacing (m), 108-123 pixel spacing (m), 412-443 projection designator, 476-479 UTM
-    zone, 496-511 false northing (m), 944-1071 corner northing/easting pairs (km) in the
-    order top-left, top-right, bottom-right, bottom-left.
+    Bytes used (0-based, ASCII, 16 characters per number): 28-59 kind, 60-75 pixels,
+    76-91 lines, 92-107 line spacing (m), 108-123 pixel spacing (m), 412-443 projection
+    designator, 476-479 UTM zone, 496-511 false northing (m), 624-671 polar stereographic
+    centre longitude, latitude and scale factor, 944-1071 corner northing/easting pairs
+    (km) and 1072-1199 corner latitude/longitude pairs (degrees), both in the order
+    top-left, top-right, bottom-right, bottom-left. The layout is xarray-ceos-alos2's.
     """
     record = _leader_record(leader, MAP_PROJECTION_RECORD)
-    if record is None or len(record) < 1072:
+    if record is None or len(record) < 1200:
         return None
     text = record.decode("ascii", "replace")
     numbers = [_ascii_float(record, s, s + 16) for s in (60, 76, 92, 108)]
@@ -269,35 +285,109 @@ def read_map_projection(leader: Path) -> MapProjection | None:
     n_pixels, n_lines, line_spacing, pixel_spacing = numbers
     zone_text = text[476:480].strip()
     false_northing = _ascii_float(record, 496, 512) or 0.0
-    corners = tuple(
-        (corner_values[i + 1] * 1000.0, corner_values[i] * 1000.0)  # (easting, northing) m
-        for i in range(0, 8, 2)
-    )
+    polar = [_ascii_float(record, s, s + 16) for s in (624, 640, 656)]
+    geographic = [_ascii_float(record, s, s + 16) for s in range(1072, 1200, 16)]
     return MapProjection(
         kind=text[28:60].strip(),
         projection=text[412:444].strip(),
         utm_zone=int(zone_text) if zone_text.isdigit() else None,
         south=false_northing >= 5_000_000,
+        polar=None if None in polar else PolarStereographic(*polar),
         pixel_spacing=pixel_spacing,
         line_spacing=line_spacing,
         n_pixels=int(n_pixels),
         n_lines=int(n_lines),
-        corners=corners,
+        corners=_pairs(corner_values, scale=1000.0),  # (easting, northing) m
+        geographic_corners=None if None in geographic else _pairs(geographic),  # (lon, lat)
     )
 
 
-def georeference(projection: MapProjection, leader: Path) -> tuple[str, Affine]:
-    """CRS (``EPSG:326zz``/``327zz``) and pixel-corner affine transform of a UTM product.
+def _pairs(values: list[float], scale: float = 1.0) -> tuple[tuple[float, float], ...]:
+    """(second, first) of each consecutive pair: the record writes northing before easting
+    and latitude before longitude; we keep (x, y) order."""
+    return tuple((values[i + 1] * scale, values[i] * scale) for i in range(0, len(values), 2))
 
-    The transform comes from the top-left, top-right and bottom-left corner pixel centres,
-    so it also holds for georeferenced (rotated, not map-north) products. The record's
-    pixel spacing cross-checks it. GRS80 (the leader's ellipsoid) and WGS84 differ by
-    under a millimetre, so the WGS84 UTM codes are used.
+
+def georeference(projection: MapProjection, leader: Path) -> tuple[str | None, Affine]:
+    """CRS and pixel-corner affine transform of a map-projected product.
+
+    The CRS comes from ``map_crs``, the transform from ``_corner_transform``. The record's
+    geographic corners, projected with that CRS, must land within two pixels of its map
+    corners: this catches a misread zone, hemisphere or polar stereographic variant.
+    When there is no CRS to build (a projection other than UTM and polar stereographic)
+    or the check fails, the product opens without a CRS and a warning says why: reading,
+    ``info`` and unlabelled preparation still work, placing land-cover labels refuses.
     """
-    if "UTM" not in projection.projection.upper() or projection.utm_zone is None:
-        raise ProductError(
-            f"map projection {projection.projection!r} is not supported", leader, "only UTM is"
+    transform = _corner_transform(projection, leader)
+    crs = map_crs(projection)
+    if crs is None:
+        problem = (
+            f"map projection {projection.projection!r} is not supported "
+            "(UTM and polar stereographic are)"
         )
+    else:
+        misfit = _corner_misfit(crs, projection)
+        if misfit is None or misfit <= 2 * projection.pixel_spacing:
+            return crs, transform
+        problem = f"{crs} puts the leader's geographic corners {misfit:.0f} m from its map corners"
+    warnings.warn(
+        f"{leader}: {problem}; opening the product without a CRS, so land-cover labels "
+        "cannot be placed on it",
+        stacklevel=3,
+    )
+    return None, Affine.identity()
+
+
+def map_crs(projection: MapProjection) -> str | None:
+    """The CRS of the record's projection, or None for one we cannot build.
+
+    * UTM: the WGS84 UTM codes (``EPSG:326zz``/``327zz``). GRS80 (the leader's ellipsoid)
+      and WGS84 differ by under a millimetre.
+    * Polar stereographic (``UPS-PROJECTION``, JAXA's "P" products): on the pole of the
+      centre latitude's hemisphere, central meridian = centre longitude, map origin at
+      the pole (the section has no false easting or northing). Read as GDAL reads such
+      parameters: a centre latitude of ±90° takes the scale factor at the pole (EPSG
+      variant A), any other latitude is the latitude of true scale (variant B). This
+      reading is inferred; ``georeference`` checks it against the geographic corners.
+    """
+    family = projection.projection.upper().split("-", 1)[0]
+    if family == "UTM" and projection.utm_zone is not None:
+        return f"EPSG:{(32700 if projection.south else 32600) + projection.utm_zone}"
+    ps = projection.polar
+    if family != "UPS" or ps is None or ps.latitude == 0:
+        return None
+    from rasterio.crs import CRS
+
+    pole = 90.0 if ps.latitude > 0 else -90.0
+    if abs(ps.latitude) == 90.0:
+        origin = f"+lat_0={pole!r} +k_0={ps.scale_factor!r}"
+    else:
+        origin = f"+lat_0={pole!r} +lat_ts={ps.latitude!r}"
+    proj = f"+proj=stere {origin} +lon_0={ps.longitude!r} +x_0=0 +y_0=0 +datum=WGS84 +units=m"
+    epsg = CRS.from_proj4(proj).to_epsg()  # e.g. 3031, Antarctic Polar Stereographic
+    return f"EPSG:{epsg}" if epsg is not None else proj
+
+
+def _corner_misfit(crs: str, projection: MapProjection) -> float | None:
+    """Largest distance (m) between the map corners and the geographic corners projected
+    with ``crs``; None when the record has no geographic corners."""
+    from rasterio.warp import transform
+
+    if projection.geographic_corners is None:
+        return None
+    lon, lat = zip(*projection.geographic_corners, strict=True)
+    xs, ys = transform("EPSG:4326", crs, list(lon), list(lat))
+    eastings, northings = zip(*projection.corners, strict=True)
+    return float(np.max(np.hypot(np.subtract(xs, eastings), np.subtract(ys, northings))))
+
+
+def _corner_transform(projection: MapProjection, leader: Path) -> Affine:
+    """Pixel-corner affine transform from the record's corner pixel centres.
+
+    Built from the top-left, top-right and bottom-left corners, so it also holds for
+    georeferenced (rotated, not map-north) products. The record's pixel spacing
+    cross-checks it.
+    """
     (x0, y0), (x1, y1), _, (x3, y3) = projection.corners
     cols, rows = projection.n_pixels - 1, projection.n_lines - 1
     a, d = (x1 - x0) / cols, (y1 - y0) / cols  # per column
@@ -311,9 +401,7 @@ def georeference(projection: MapProjection, leader: Path) -> tuple[str, Affine]:
             "the map-projection record is inconsistent",
         )
     # The corners are pixel centres; the transform maps pixel-corner coordinates.
-    transform = Affine(a, b, x0 - 0.5 * (a + b), d, e, y0 - 0.5 * (d + e))
-    epsg = (32700 if projection.south else 32600) + projection.utm_zone
-    return f"EPSG:{epsg}", transform
+    return Affine(a, b, x0 - 0.5 * (a + b), d, e, y0 - 0.5 * (d + e))
 
 
 # --- image lines ---------------------------------------------------------------------------
@@ -388,6 +476,8 @@ class CeosProduct:
 
     ``path`` may be the product folder, its ``VOL-``/``LED-``/``TRL-`` file (all
     polarisations of that product) or one ``IMG-`` file (that polarisation only).
+    ``polarisations`` (e.g. ``("HH", "HV")``) reads those ``IMG-<pol>`` files of the
+    product, in that order, whichever of its files ``path`` names.
     ``subswath`` picks ``F1``..``F5`` of a ScanSAR L1.1 product. ``calibration_factor``
     overrides the leader's CF. ``headers_only`` opens products whose image lines are
     missing (``describe`` works, ``read_db`` raises).
@@ -399,6 +489,7 @@ class CeosProduct:
         self,
         path: str | Path,
         *,
+        polarisations: tuple[str, ...] | None = None,
         subswath: str | None = None,
         calibration_factor: float | None = None,
         headers_only: bool = False,
@@ -406,7 +497,7 @@ class CeosProduct:
         self.path = Path(path)
         if not self.path.exists():
             raise ProductError("no such file or folder", self.path)
-        image_paths, self.name = _find_product_files(self.path, subswath)
+        image_paths, self.name = _find_product_files(self.path, subswath, polarisations)
         self.images = [CeosImage(p, headers_only=headers_only) for p in image_paths]
         self.bands = tuple(_polarisation(p) for p in image_paths)
         first = self.images[0].descriptor
@@ -463,6 +554,7 @@ class CeosProduct:
 
     def describe(self) -> dict[str, Any]:
         d = self.images[0].descriptor
+        mp = self.map_projection
         info: dict[str, Any] = {
             "format": f"ALOS-2 CEOS level {self.name.level}",
             "path": str(self.path),
@@ -475,10 +567,11 @@ class CeosProduct:
             "image lines": self._lines_status(),
             "quantity": f"{self.quantity} (dB)",
             "calibration factor": f"{self.calibration_factor} dB ({self.cf_source})",
-            "crs": self.grid.crs or "none (slant range / not map-projected)",
+            "map projection": f"{mp.projection} ({mp.kind})" if mp else None,
+            "crs": self.grid.crs
+            or ("none (see the warning)" if mp else "none (slant range / not map-projected)"),
         }
         if self.grid.crs is not None:
-            mp = self.map_projection
             info["pixel spacing"] = f"{mp.pixel_spacing} m x {mp.line_spacing} m"
             info["transform"] = tuple(round(v, 6) for v in self.grid.transform[:6])
             info["bounds"] = self.grid.window_bounds(Window(0, 0, d.n_lines, d.n_pixels))
@@ -502,15 +595,24 @@ def _sibling(image: Path, kind: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _find_product_files(path: Path, subswath: str | None) -> tuple[list[Path], ProductName]:
-    """The IMG files to read for ``path`` (folder, VOL/LED/TRL or IMG) and the product name."""
+def _find_product_files(
+    path: Path, subswath: str | None, polarisations: tuple[str, ...] | None
+) -> tuple[list[Path], ProductName]:
+    """The IMG files to read for ``path`` (folder, VOL/LED/TRL or IMG) and the product name.
+
+    An IMG file stands for itself unless ``polarisations`` asks for its siblings; then,
+    as for the other paths, the product's IMG files of those polarisations are returned
+    in that order, and a missing one is named in the error.
+    """
     if path.is_file():
         name = parse_product_name(path)
         kind = ceos_file_kind(path)
         if kind != name.file_kind:
             raise ProductError(f"named {name.file_kind}- but its records are a {kind} file", path)
         if kind == "IMG":
-            return [path], name
+            if polarisations is None:
+                return [path], name
+            subswath = subswath or name.subswath  # siblings of the sub-swath given
         folder, wanted = path.parent, (name.scene_id, name.product_id)
     else:
         folder, wanted = path, None
@@ -539,4 +641,17 @@ def _find_product_files(path: Path, subswath: str | None) -> tuple[list[Path], P
                 f"ScanSAR product with sub-swaths {swaths}", folder, "choose one with subswath=..."
             )
         images = [(p, n) for p, n in images if n.subswath == subswath]
+    if polarisations is not None:
+        by_polarisation = {n.polarisation: (p, n) for p, n in images}
+        first = images[0][1]
+        for pol in polarisations:
+            if pol not in by_polarisation:
+                swath = f"-{first.subswath}" if first.subswath else ""
+                missing = f"IMG-{pol}-{first.scene_id}-{first.product_id}{swath}"
+                raise ProductError(
+                    f"polarisation {pol} requested but {missing} is missing",
+                    folder,
+                    f"the product has {', '.join(sorted(by_polarisation))}",
+                )
+        images = [by_polarisation[pol] for pol in polarisations]
     return [p for p, _ in images], images[0][1]
