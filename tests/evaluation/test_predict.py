@@ -303,6 +303,29 @@ def test_generic_db_geotiff_through_open_product(tmp_path: Path) -> None:
         np.testing.assert_array_equal(src.read(1), _expected_pointwise(db)[0])
 
 
+def test_predict_scene_reads_the_sibling_files_of_a_dual_pol_model(tmp_path: Path) -> None:
+    from alos2fm.evaluation.predict import predict_scene
+    from alos2fm.products import open_product
+    from tests.products.rasters import dn_scene, write_tif
+
+    name = "IMG-{pol}-ALOS2458503210-221119-UBSR2.1GUD.tif"
+    hh = write_tif(tmp_path / name.format(pol="HH"), dn_scene(40, 48, seed=1))
+    write_tif(tmp_path / name.format(pol="HV"), dn_scene(40, 48, seed=2))
+    config = {**TINY_SEGMENTER, "encoder": {**TINY_SEGMENTER["encoder"], "in_chans": 2}}
+    meta = dataclasses.replace(
+        _meta(model=config), bands=("HH", "HV"), mean_db=(MEAN_DB,) * 2, std_db=(STD_DB,) * 2
+    )
+    torch.manual_seed(0)
+    checkpoint = save_inference_checkpoint(build_segmenter(config), meta, tmp_path / "best.ckpt")
+    # Given the HH file, predict reads HV from its sibling: the same map as an HH+HV product.
+    result = predict_scene(hh, checkpoint, tmp_path / "map.tif", _options())
+    model, meta = load_segmenter_for_inference(checkpoint)
+    both = open_product(hh, bands=["HH", "HV"])
+    expected = predict_product(both, model, meta, tmp_path / "expected.tif", _options())
+    with rasterio.open(result.map_path) as got, rasterio.open(expected.map_path) as want:
+        np.testing.assert_array_equal(got.read(1), want.read(1))
+
+
 def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeypatch) -> None:
     from typer.testing import CliRunner
 
@@ -315,8 +338,8 @@ def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeyp
     )
     opened = []
 
-    def fake_open_product(path):  # the CLI's product reader, without a real product file
-        opened.append(Path(path))
+    def fake_open_product(path, bands=None):  # the CLI's reader, without a product file
+        opened.append((Path(path), tuple(bands)))
         return ArrayProduct(_scene(50, 40))
 
     monkeypatch.setattr(alos2fm.products, "open_product", fake_open_product, raising=False)
@@ -335,7 +358,7 @@ def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeyp
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert opened == [Path("scene.tif")]
+    assert opened == [(Path("scene.tif"), ("HH",))]  # sibling files of the model's bands
     assert f"map written to {out}" in result.output
     for path in (out, out.with_name("map_confidence.tif"), out.with_suffix(".png")):
         assert path.is_file(), path

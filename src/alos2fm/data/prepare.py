@@ -489,7 +489,7 @@ def _open_scene(path: Path, cfg: PrepareConfig) -> Any:
     from alos2fm.products.processing import process
 
     return process(
-        open_product(path),
+        open_product(path, bands=cfg.bands),
         bands=cfg.bands,
         looks=cfg.multilook,
         speckle=cfg.speckle,

@@ -463,7 +463,7 @@ def predict_scene(
     from alos2fm.products import open_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
-    product = open_product(product_path)
+    product = open_product(product_path, bands=meta.bands)
     try:
         return predict_product(product, model, meta, out, options)
     finally:
