@@ -15,8 +15,10 @@ is trained on the same labelled pixels and scored on the same test pixels:
 - the plan's **levers**: a pretrained method with one thing changed in its pretraining
   recipe (epochs, mask ratio, mask unit), run after the methods on a part of the grid.
 
-Networks go through the package's pipeline: patch stores written with its store writer
-(``scene.py``), ``run_pretrain`` / ``run_finetune`` with the YAML recipes in ``configs/``,
+Networks go through the package's pipeline as a user's data does: datasets made by
+``alos2fm prepare`` from the T3 folder, pixel-grid label images, the study's split as a
+split map and the ``flevoland`` class table (``scene.py``), ``run_pretrain`` /
+``run_finetune`` with the YAML recipes in ``configs/``,
 model selection on validation mIoU, then the whole scene is predicted with the package's
 sliding-window predictor and the **test pixels of the map** are scored from one confusion
 matrix (``alos2fm.evaluation.metrics``). The Random Forest's map is scored the same way.
@@ -26,9 +28,10 @@ Outputs under ``--out`` (every run writes ``results.json`` last and atomically; 
 
     config.yaml, data.json                   the resolved study configuration, the scene used
     splits/seed<S>_pixel_counts.csv          labelled pixels per class and split
-    <setting>/pretrain_store/                whole-scene patch store (unlabelled)
+    <setting>/pretrain_store/                whole-scene dataset (unlabelled, alos2fm prepare)
     <setting>/pretrain/<method>/             pretraining run folders (encoder, figures)
-    <setting>/stores/seed<S>_<F>pct/         fine-tuning stores
+    <setting>/stores/seed<S>_<F>pct/         fine-tuning datasets (alos2fm prepare), with
+    <setting>/stores/seed<S>_<F>pct_inputs/  their label image, split map and class table
     <setting>/runs/<method>/seed<S>_<F>pct/  results.json, prediction.npz, the run folder
                                              (its checkpoints deleted once scored)
     results.csv, results.json                every run's scores in one table
@@ -63,10 +66,10 @@ from baseline_rf import fit_predict, local_statistics  # noqa: E402
 from scene import (  # noqa: E402
     CLASS_NAMES,
     open_scene,
+    prepare_finetuning,
+    prepare_pretraining,
     read_ground_truth,
     read_scene_db,
-    write_finetune_store,
-    write_pretrain_store,
 )
 from splits import IGNORE, SplitRule, make_split, sample_label_fraction  # noqa: E402
 
@@ -348,18 +351,16 @@ def run_study(
                 if encoder != "random" and encoder not in encoders:
                     store = root / "pretrain_store"
                     if not (store / "index.parquet").exists():
-                        write_pretrain_store(
-                            store, product, image_db, cfg.patch, cfg.pretrain_stride
-                        )
+                        prepare_pretraining(store, data, bands, cfg.patch, cfg.pretrain_stride)
                     encoders[encoder] = pretrain(
                         cfg, encoder, store, root / "pretrain" / encoder, bands
                     )
                 store = root / "stores" / tag
                 if not (store / "index.parquet").exists():
                     labels = {**split.labels, "train": train}
-                    write_finetune_store(
-                        store, product, image_db, labels, split.scored,
-                        cfg.patch, cfg.train_stride, cfg.split.block_size,
+                    prepare_finetuning(
+                        store, data, bands, labels, split.block_split, split.scored,
+                        cfg.patch, cfg.train_stride,
                     )  # fmt: skip
                 prediction = finetune_and_predict(
                     cfg, store, run_dir, encoders.get(encoder), seed, epochs, len(bands), product

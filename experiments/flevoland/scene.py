@@ -1,23 +1,23 @@
-"""The Flevoland scene as alos2fm patch stores: imagery through ``T3Product``, labels per split.
+"""The Flevoland scene, and its datasets made with ``alos2fm prepare`` as a user makes them.
 
-The scene (AIRSAR L-band, 750 x 1024, see the data folder's README) is read once through
-the package's PolSARpro reader, σ0 in dB with NaN where an intensity is <= 0. Two kinds of
-store are written with the package's store writer, so that ``alos2fm pretrain`` and
-``alos2fm finetune`` (``run_pretrain`` / ``run_finetune``) read them like any prepared
-dataset:
+The scene (AIRSAR L-band, 750 x 1024, see the data folder's README) is the PolSARpro T3
+folder, read by the package's T3 reader (σ0 in dB, NaN where an intensity is <= 0); its
+ground truth is a label image on the scene's own pixel grid, named by the shipped
+``flevoland`` class table. Both kinds of dataset go through ``run_prepare`` (the public
+function behind ``alos2fm prepare``) with the T3 folder as the product:
 
-- the **pretraining store**: every ``patch``-px window on a ``stride`` grid of the whole
-  scene, unlabelled, all in the ``train`` split. All of the scene's imagery is used,
-  including the pixels of validation and test blocks (a transductive setting: mapping a
-  scene with partial ground truth); no label is read.
-- a **fine-tuning store** per (bands, split seed, label fraction): ``train`` patches on a
-  ``stride`` grid that hold at least one kept training label, each carrying only training
-  labels; ``val`` and ``test`` patches, one per block of that split, carrying only that
-  block's labels, so every evaluated pixel is scored exactly once.
+- the **pretraining dataset**: every ``patch``-px window on a ``stride`` grid of the
+  whole scene (edges covered), unlabelled, all in the ``train`` split. All of the scene's
+  imagery is used, including the pixels of validation and test blocks (a transductive
+  setting: mapping a scene with partial ground truth); no label is read.
+- a **fine-tuning dataset** per (bands, split seed, label fraction): a pixel-grid label
+  image with the training labels thinned to the fraction and all validation and test
+  labels, and the seed's block split as a split map (``--split-map``): every window on
+  a ``stride`` grid is stored once per split whose labels it holds, carrying only those.
 
-Normalisation statistics (per-band dB mean/std) come from the whole scene in both kinds,
-so a pretrained encoder and its fine-tuning see the same standardisation; class counts and
-median-frequency weights come from the training labels of the store.
+The study's own inputs to prepare (label images, split maps, the class table without the
+classes too rare to score) are written next to the datasets, so that each dataset can be
+remade with the ``alos2fm prepare`` command recorded in its ``config.yaml``.
 """
 
 from __future__ import annotations
@@ -26,42 +26,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import yaml
 
-from alos2fm.data import store
-from alos2fm.data.tiling import patch_georefs, patch_id
-from alos2fm.evaluation.predict import tile_origins
-from alos2fm.products.base import RasterGrid, Window
+from alos2fm.data.classes import ClassTable, load_class_table
+from alos2fm.data.prepare import prepare_config, run_prepare
+from alos2fm.products.base import Window
 from alos2fm.products.polsarpro import T3Product
 
-SCENE = "flevoland_airsar_l"
 GT_FILE = "Flevoland_gt_uint8_750x1024.npy"
-# Ground-truth ids 1..15 (0 = unlabelled), in the order of the dataset's display script.
-CLASS_NAMES = {
-    1: "Water",
-    2: "Forest",
-    3: "Lucerne",
-    4: "Grass",
-    5: "Rapeseed",
-    6: "Beet",
-    7: "Potatoes",
-    8: "Peas",
-    9: "Stem beans",
-    10: "Bare soil",
-    11: "Wheat",
-    12: "Wheat 2",
-    13: "Wheat 3",
-    14: "Barley",
-    15: "Buildings",
-}
+CLASSES = load_class_table("flevoland")
+# Ground-truth ids 1..15 (0 = unlabelled): the shipped table's classes, in its order.
+CLASS_NAMES = {cls.values[0]: cls.name for cls in CLASSES.classes}
+UNLABELLED = 0
 
 
 def class_colours() -> dict[int, tuple[int, int, int]]:
-    """A fixed RGB colour per ground-truth id (matplotlib's tab20), the same in every figure."""
-    import matplotlib
-
-    palette = matplotlib.colormaps["tab20"].colors
-    return {i: tuple(round(255 * v) for v in palette[i - 1]) for i in CLASS_NAMES}
+    """The fixed RGB colour of each ground-truth id, the same in every figure."""
+    return {cls.values[0]: cls.color for cls in CLASSES.classes}
 
 
 def open_scene(data_dir: Path, bands: Sequence[str]) -> T3Product:
@@ -79,128 +60,92 @@ def read_scene_db(product: T3Product) -> np.ndarray:
     return product.read_db(Window(0, 0, product.grid.height, product.grid.width))
 
 
-def grid_patches(grid: RasterGrid, patch: int, stride: int) -> list[Window]:
-    """``patch``-px windows every ``stride`` px, the last row and column moved back to end
-    on the scene's edge (the same cover as full-scene prediction)."""
-    rows = tile_origins(grid.height, patch, patch - stride)
-    cols = tile_origins(grid.width, patch, patch - stride)
-    return [Window(r, c, patch, patch) for r in rows for c in cols]
+def scored_table(scored: Sequence[int]) -> ClassTable:
+    """The flevoland table with the classes not in ``scored`` moved to ``exclude``: their
+    pixels are ignored in training and scoring, and class ids follow ``scored``."""
+    kept = [cls for cls in CLASSES.classes if cls.values[0] in scored]
+    left_out = [cls.values[0] for cls in CLASSES.classes if cls.values[0] not in scored]
+    return CLASSES.model_copy(
+        update={"name": "flevoland_scored", "classes": kept, "exclude": left_out}
+    )
 
 
-def block_patches(grid: RasterGrid, block_size: int, patch: int) -> list[tuple[Window, Window]]:
-    """(patch window, block window) per block: a ``patch``-px window holding the block,
-    moved back inside the scene where the block touches the edge."""
-    out = []
-    for row in range(0, grid.height, block_size):
-        for col in range(0, grid.width, block_size):
-            block = Window(
-                row, col, min(block_size, grid.height - row), min(block_size, grid.width - col)
-            )
-            window = Window(
-                min(row, grid.height - patch), min(col, grid.width - patch), patch, patch
-            )
-            out.append((window, block))
+def _save(path: Path, array: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npy")
+    np.save(tmp, array)
+    tmp.replace(path)
+    return path
+
+
+def _prepare(out: Path, data_dir: Path, bands: Sequence[str], **options) -> Path:
+    cfg = prepare_config(
+        products=[str(data_dir / "T3")],
+        out=str(out),
+        bands=list(bands),
+        progress=False,
+        **options,
+    )
+    run_prepare(cfg)
     return out
 
 
-def scene_stats(image_db: np.ndarray, bands: Sequence[str]) -> dict:
-    """Per-band dB mean/std over the whole scene's valid pixels (stats.json layout)."""
-    stats = store.StatsAccumulator(bands)
-    stats.add(image_db)
-    return stats.result() | {"computed_on": "whole scene (transductive)"}
-
-
-def _crop(array: np.ndarray, window: Window) -> np.ndarray:
-    return array[
-        ..., window.row : window.row + window.height, window.col : window.col + window.width
-    ]
-
-
-def _write_store(
-    root: Path,
-    grid: RasterGrid,
-    image_db: np.ndarray,
-    bands: Sequence[str],
-    patches: list[tuple[Window, str, np.ndarray | None]],
-    stats: dict,
-) -> Path:
-    """Write (window, split, labels or None) patches as a complete store under ``root``."""
-    with_labels = patches[0][2] is not None
-    size = patches[0][0].height
-    arrays = store.create_patch_arrays(root, len(patches), bands, size, with_labels)
-    for i, (window, _, label) in enumerate(patches):
-        arrays.images[i] = _crop(image_db, window).astype(store.PATCH_DTYPE)
-        if with_labels:
-            arrays.labels[i] = label
-    windows = [w for w, _, _ in patches]
-    index = pd.DataFrame(
-        [
-            {
-                "patch_id": patch_id(SCENE, w),
-                "scene": SCENE,
-                "date": None,  # the sample's acquisition date is not documented
-                "row": w.row,
-                "col": w.col,
-                "split": split,
-                "category": -1,
-                "valid_fraction": float(np.isfinite(_crop(image_db, w)).all(axis=0).mean()),
-                **georef,
-            }
-            for (w, split, _), georef in zip(patches, patch_georefs(grid, windows), strict=True)
-        ]
-    )
-    store.write_stats(root, stats)
-    store.write_index(root, index)  # last: a folder with an index holds a complete store
-    return root
-
-
-def write_pretrain_store(
-    root: Path, product: T3Product, image_db: np.ndarray, patch: int, stride: int
+def prepare_pretraining(
+    out: Path, data_dir: Path, bands: Sequence[str], patch: int, stride: int
 ) -> Path:
     """Every window of the scene, unlabelled, as the ``train`` split."""
-    patches = [(w, "train", None) for w in grid_patches(product.grid, patch, stride)]
-    return _write_store(
-        root, product.grid, image_db, product.bands, patches, scene_stats(image_db, product.bands)
+    return _prepare(
+        out,
+        data_dir,
+        bands,
+        patch_size=patch,
+        stride=stride,
+        cover_edges=True,
+        max_nodata=1.0,  # a few HV pixels are <= 0: keep every window, as predicted
+        split_fractions="1,0,0",
     )
 
 
-def write_finetune_store(
-    root: Path,
-    product: T3Product,
-    image_db: np.ndarray,
+def label_image(
+    shape: tuple[int, int], scored: Sequence[int], labels: dict[str, np.ndarray]
+) -> np.ndarray:
+    """Ground-truth ids (0 = unlabelled) of every split's labels in one image; ``labels``:
+    split -> (H, W) compact class index (255 ignore), the training map already thinned."""
+    ids = np.asarray(scored, dtype=np.uint8)
+    image = np.full(shape, UNLABELLED, dtype=np.uint8)
+    for compact in labels.values():
+        labelled = compact != 255
+        image[labelled] = ids[compact[labelled]]
+    return image
+
+
+def prepare_finetuning(
+    out: Path,
+    data_dir: Path,
+    bands: Sequence[str],
     labels: dict[str, np.ndarray],
-    class_ids: Sequence[int],
+    block_split: np.ndarray,
+    scored: Sequence[int],
     patch: int,
     stride: int,
-    block_size: int,
 ) -> Path:
-    """Train patches with the given training labels; one val/test patch per block.
-
-    ``labels``: split -> (H, W) uint8 compact class index (255 ignore), the training map
-    already thinned to its label fraction; ``class_ids``: ground-truth id of each index.
-    """
-    grid = product.grid
-    patches: list[tuple[Window, str, np.ndarray | None]] = []
-    for window in grid_patches(grid, patch, stride):
-        label = _crop(labels["train"], window)
-        if (label != store.IGNORE_INDEX).any():
-            patches.append((window, "train", label))
-    for split in ("val", "test"):
-        for window, block in block_patches(grid, block_size, patch):
-            label = np.full((patch, patch), store.IGNORE_INDEX, dtype=np.uint8)
-            top, left = block.row - window.row, block.col - window.col
-            label[top : top + block.height, left : left + block.width] = _crop(labels[split], block)
-            if (label != store.IGNORE_INDEX).any():
-                patches.append((window, split, label))
-
-    counts = np.bincount(labels["train"].ravel(), minlength=256)[: len(class_ids)]
-    colours = class_colours()
-    stats = scene_stats(image_db, product.bands) | {
-        "num_classes": len(class_ids),
-        "class_names": [CLASS_NAMES[c] for c in class_ids],
-        "class_colours": [list(colours[c]) for c in class_ids],
-        "class_pixel_counts": [int(c) for c in counts],
-        "class_weights": [float(w) for w in store.median_frequency_weights(counts)],
-        "class_weight_formula": "median frequency: w_c = median(f) / f_c",
-    }
-    return _write_store(root, grid, image_db, product.bands, patches, stats)
+    """A fine-tuning dataset: the given labels of each split, the block split as the split
+    map. ``block_split``: (H, W) split code per pixel (0 train, 1 val, 2 test)."""
+    inputs = out.parent / f"{out.name}_inputs"
+    gt = _save(inputs / "labels.npy", label_image(block_split.shape, scored, labels))
+    split_map = _save(inputs / "split_map.npy", (block_split + 1).astype(np.uint8))
+    table = inputs / "classes.yaml"
+    table.write_text(yaml.safe_dump(scored_table(scored).model_dump(mode="json"), sort_keys=False))
+    return _prepare(
+        out,
+        data_dir,
+        bands,
+        labels=[str(gt)],
+        labels_grid="pixel",
+        classes=str(table),
+        split_map=[str(split_map)],
+        patch_size=patch,
+        stride=stride,
+        cover_edges=True,
+        max_nodata=1.0,
+    )

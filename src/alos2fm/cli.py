@@ -83,10 +83,11 @@ def info(
     console.print(table)
     if values:
         counts = Table(title="values", title_justify="left")
-        for column in values[0]:
+        columns = list(dict.fromkeys(key for row in values for key in row))
+        for column in columns:
             counts.add_column(column, justify="right" if column in ("px", "features") else "left")
         for row in values:
-            counts.add_row(*(str(v) for v in row.values()))
+            counts.add_row(*(str(row.get(column, "")) for column in columns))
         console.print(counts)
 
 

@@ -159,7 +159,8 @@ class ClassTable(BaseModel):
         return self
 
     def _listed(self) -> list[SourceValue]:
-        return [v for c in self.classes for v in c.values] + self.ignore + self.exclude
+        listed = [v for c in self.classes for v in c.values] + self.ignore + self.exclude
+        return [attribute_key(v) for v in listed]
 
     # --- what the rest of the pipeline reads ------------------------------------------------
 
@@ -179,16 +180,18 @@ class ClassTable(BaseModel):
         """Names of the source's values (empty when the table does not say)."""
         if isinstance(self.source_classes, str):
             return _builtin_vocabulary(self.source_classes)
-        return dict(self.source_classes or {})
+        # Keys as the encoder sees values: "10" (a JSON key) and 10 are the same value.
+        return {attribute_key(k): v for k, v in (self.source_classes or {}).items()}
 
     def value_role(self, value: SourceValue) -> str:
         """What the table does with one source value, in words (for ``info``)."""
+        value = attribute_key(value)
         for i, cls in enumerate(self.classes):
-            if value in cls.values:
+            if value in map(attribute_key, cls.values):
                 return f"class {i} {cls.name}"
-        if value in self.ignore:
+        if value in map(attribute_key, self.ignore):
             return "ignored (no data)"
-        if value in self.exclude:
+        if value in map(attribute_key, self.exclude):
             return "excluded"
         return "NOT IN TABLE"
 

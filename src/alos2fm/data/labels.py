@@ -684,11 +684,14 @@ def describe_labels(
         fields, counts = _describe_raster(path)
     vocabulary = table.source_vocabulary() if table is not None else {}
     rows = []
-    for value, count, unit in counts:
+    for value, count, unit, is_nodata in counts:
         row = {"value": value, unit: count}
         if table is not None:
             row["source name"] = vocabulary.get(value, "")
-            row["training class"] = table.value_role(value)
+            role = table.value_role(value)
+            row["training class"] = "ignored (file's nodata)" if is_nodata else role
+        elif is_nodata:
+            row["note"] = "file's nodata"
         rows.append(row)
     if table is not None:
         fields["class table"] = f"{table.name} ({table.num_classes} classes)"
@@ -771,6 +774,5 @@ def _rows(totals: dict[Any, int], nodata: float | None, unit: str) -> list:
 
     rows = []
     for value, count in sorted(totals.items(), key=order):
-        shown = f"{value} (nodata)" if nodata is not None and value == nodata else value
-        rows.append((shown, count, unit))
+        rows.append((value, count, unit, nodata is not None and value == nodata))
     return rows
