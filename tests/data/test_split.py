@@ -47,7 +47,9 @@ def test_no_two_splits_overlap_or_come_within_the_buffer(seed):
     scenes = {f"S{k}": tuple(rng.integers(200, 400, size=2)) for k in range(3)}
     index = _index(scenes, patch, stride, drop=0.2, seed=seed)
     config = SplitConfig(
-        block_size=float(rng.choice([48, 64, 100])), buffer=float(rng.choice([0, 7, 32]))
+        block_size=float(rng.choice([48, 64, 100])),
+        buffer=float(rng.choice([0, 7, 32])),
+        frame="scene",
     )
     split = split_patches(index, config, patch_size=patch, seed=seed)
     assert _min_gap_violations(index, split, patch, config.buffer) == 0
@@ -60,7 +62,8 @@ def test_no_two_splits_overlap_or_come_within_the_buffer(seed):
 
 def test_only_the_lower_priority_split_loses_patches():
     index = _index({"S": (1024, 1024)}, 64, 32, drop=0.0, seed=0)
-    split = split_patches(index, SplitConfig(block_size=256, buffer=64), patch_size=64, seed=1)
+    config = SplitConfig(block_size=256, buffer=64, frame="scene")
+    split = split_patches(index, config, patch_size=64, seed=1)
     centres = index[["row", "col"]].to_numpy() + 32
     blocks = centres // 256
     block_split_of = {}
@@ -76,7 +79,8 @@ def test_only_the_lower_priority_split_loses_patches():
 def test_aligned_grid_without_buffer_drops_nothing_and_blocks_follow_the_fractions():
     """Blocks of 2 x 2 aligned patches, 10 x 10 = 100 blocks: exactly 80 / 10 / 10."""
     index = _index({"S": (2560, 2560)}, 128, 128, drop=0.0, seed=0)
-    split = split_patches(index, SplitConfig(block_size=256, buffer=0), patch_size=128, seed=5)
+    config = SplitConfig(block_size=256, buffer=0, frame="scene")
+    split = split_patches(index, config, patch_size=128, seed=5)
     assert (split != BUFFER).all()
     assert split.value_counts().to_dict() == {"train": 320, "val": 40, "test": 40}
 
@@ -91,7 +95,7 @@ def test_few_blocks_still_give_val_and_test():
 
 def test_split_is_deterministic_and_independent_of_row_order():
     index = _index({"A": (600, 600), "B": (600, 600)}, 64, 48, drop=0.1, seed=2)
-    config = SplitConfig(block_size=128, buffer=16)
+    config = SplitConfig(block_size=128, buffer=16, frame="scene")
     first = split_patches(index, config, patch_size=64, seed=11)
     shuffled = index.sample(frac=1.0, random_state=3)
     again = split_patches(shuffled, config, patch_size=64, seed=11)
@@ -137,7 +141,8 @@ def test_crs_frame_keeps_overlapping_scenes_consistent():
         .round()
         .astype(int),
     )
-    per_scene = split_patches(pixels, SplitConfig(block_size=4, buffer=0), patch_size=1, seed=0)
+    config = SplitConfig(block_size=4, buffer=0, frame="scene")
+    per_scene = split_patches(pixels, config, patch_size=1, seed=0)
     one, two = per_scene[index["scene"] == "date1"], per_scene[index["scene"] == "date2"]
     # patch (i, j) of date2 lies 300 m east of patch (i, j) of date1: they overlap.
     assert (one.to_numpy() != two.to_numpy()).any()
