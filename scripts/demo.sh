@@ -24,7 +24,7 @@ step "what the reader parsed"
 
 if [ ! -f "$out/dataset/index.parquet" ]; then
   step "prepare: calibrate, 64 px patches, forest capped, spatial split"
-  "$alos2fm" prepare "$product" --landcover "$landcover" --out "$out/dataset" \
+  "$alos2fm" prepare "$product" --labels "$landcover" --out "$out/dataset" \
     --patch-size 64 --stride 64 --block-size 512 --buffer 64 --balance forest_capped \
     --workers 2 --seed 0
 fi

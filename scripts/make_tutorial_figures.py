@@ -93,7 +93,7 @@ def run_pipeline(work: Path, epochs: int) -> dict:
 
     data = work / "data"
     printed = alos2fm(
-        "prepare", product, "--landcover", landcover, "--out", str(data),
+        "prepare", product, "--labels", landcover, "--out", str(data),
         "--patch-size", "64", "--stride", "64", "--balance", "forest_capped",
         "--block-size", "256", "--buffer", "64", "--seed", "0", "--no-progress",
     )  # fmt: skip

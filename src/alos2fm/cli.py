@@ -100,13 +100,24 @@ def synth(
     size: Annotated[int, typer.Option("--size", help="Scene width and height in pixels.")] = 2048,
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     looks: Annotated[float, typer.Option("--looks", help="Looks L of the speckle.")] = 1.0,
+    own_labels: Annotated[
+        bool,
+        typer.Option(
+            "--own-labels",
+            help="Also write the scene as a dB GeoTIFF and an int16 water mask (0, 1, -1).",
+        ),
+    ] = False,
 ) -> None:
     """Write a synthetic ALOS-2-like L2.1 product and its land-cover map (for demos, tests)."""
-    from alos2fm.data.synth import write_synthetic_scene
+    from alos2fm.data.synth import write_own_labels_example, write_synthetic_scene
 
     scene = write_synthetic_scene(out, size=size, seed=seed, looks=looks)
     print(f"SYNTHETIC product: {scene.product}")
     print(f"SYNTHETIC land cover: {scene.landcover}")
+    if own_labels:
+        example = write_own_labels_example(scene)
+        print(f"SYNTHETIC dB image: {example.image}")
+        print(f"SYNTHETIC water mask: {example.mask}")
 
 
 _ListOpt = list[str] | None

@@ -91,3 +91,20 @@ def test_same_seed_same_scene_other_seed_other_scene(tmp_path):
     read = [rasterio.open(s.product).read(1) for s in (a, b, c)]
     assert np.array_equal(read[0], read[1])
     assert not np.array_equal(read[0], read[2])
+
+
+def test_own_labels_example_is_the_scene_in_db_and_its_water_as_a_signed_mask(scene):
+    from alos2fm.data.synth import write_own_labels_example
+
+    example = write_own_labels_example(scene)
+    product = open_product(scene.product)
+    whole = Window(0, 0, SIZE, SIZE)
+    with rasterio.open(example.image) as src:
+        assert src.dtypes[0] == "float32" and src.descriptions == ("HH",)
+        np.testing.assert_array_equal(src.read(1), product.read_db(whole)[0])
+    with rasterio.open(example.mask) as src, rasterio.open(scene.landcover) as lc:
+        assert src.dtypes[0] == "int16" and src.nodata is None and src.crs == lc.crs
+        mask, classes = src.read(1), lc.read(1)
+    np.testing.assert_array_equal(mask == 1, classes == 1)  # HRLULC water bodies
+    np.testing.assert_array_equal(mask == -1, classes == 13)  # wetland: left undecided
+    assert set(np.unique(mask)) <= {-1, 0, 1} and (mask == 1).any()

@@ -687,7 +687,8 @@ def describe_labels(
     for value, count, unit, is_nodata in counts:
         row = {"value": value, unit: count}
         if table is not None:
-            row["source name"] = vocabulary.get(value, "")
+            if vocabulary:
+                row["source name"] = vocabulary.get(value, "")
             role = table.value_role(value)
             row["training class"] = "ignored (file's nodata)" if is_nodata else role
         elif is_nodata:

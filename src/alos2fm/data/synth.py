@@ -291,3 +291,55 @@ Made by `alos2fm synth` for demos and tests.
 Mean sigma0 per class (mean of linear power, shown in dB):
 {rows}
 """
+
+
+# --- "your own labels": a calibrated dB GeoTIFF and a binary water mask ----------------------
+
+DB_NAME = "SIGMA0_SYNTHETIC_dB.tif"
+WATER_MASK_NAME = "WATER_MASK_SYNTHETIC.tif"
+WATER_CLASS = 1  # HRLULC water bodies
+UNCERTAIN_CLASS = 13  # HRLULC wetland: marked invalid (-1) in the mask, as a hand-drawn mask
+# leaves out what its author could not decide
+
+
+@dataclass(frozen=True)
+class OwnLabelsExample:
+    """Paths of the "your own labels" example made from a synthetic scene."""
+
+    image: Path
+    mask: Path
+
+
+def write_own_labels_example(scene: SyntheticScene) -> OwnLabelsExample:
+    """From a synthetic scene, the inputs of a user who labels with their own mask: the
+    product as float32 σ0 dB (NaN = no data, as any processor's dB GeoTIFF) and an int16
+    water mask in EPSG:4326 (0 land, 1 water, -1 invalid) with nodata unset, so that only
+    the class table says what -1 means."""
+    import rasterio
+
+    from alos2fm.products import open_product
+    from alos2fm.products.base import Window as ProductWindow
+
+    image = scene.product.parent / DB_NAME
+    product = open_product(scene.product)
+    grid = product.grid
+    profile = _tiled_profile(grid.height, grid.width, "float32", grid.crs, grid.transform)
+    with rasterio.open(image, "w", **profile, nodata=float("nan")) as dst:
+        for row, col, height, width in _windows(grid.height, grid.width, _WINDOW):
+            db = product.read_db(ProductWindow(row, col, height, width))[0]
+            dst.write(db, 1, window=rasterio.windows.Window(col, row, width, height))
+        dst.set_band_description(1, "HH")
+        dst.update_tags(SYNTHETIC="true", DESCRIPTION=SYNTHETIC_NOTE, UNITS="sigma0 dB")
+
+    mask = scene.product.parent / WATER_MASK_NAME
+    with rasterio.open(scene.landcover) as src:
+        classes = src.read(1)
+        mask_profile = _tiled_profile(src.height, src.width, "int16", src.crs, src.transform)
+    water = np.where(classes == WATER_CLASS, 1, 0).astype(np.int16)
+    water[classes == UNCERTAIN_CLASS] = -1
+    with rasterio.open(mask, "w", **mask_profile) as dst:
+        dst.write(water, 1)
+        dst.update_tags(
+            SYNTHETIC="true", DESCRIPTION=SYNTHETIC_NOTE, VALUES="0 land, 1 water, -1 invalid"
+        )
+    return OwnLabelsExample(image=image, mask=mask)
