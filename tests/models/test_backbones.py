@@ -128,3 +128,32 @@ def test_paper_swin_base_parameter_count():
         (512, 16, 16),
         (1024, 8, 8),
     ]
+
+
+def test_mixmae_encoder_options_per_stage_windows_no_shift_frozen_sincos_ape():
+    two_blocks = {**TINY_SWIN, "depths": [2, 2, 2, 2]}  # odd blocks are the shifted ones
+    encoder = create_encoder(
+        "swin_tiny", 1, 64, window_size=[4, 4, 2, 2], ape="sincos", shift=False, **two_blocks
+    )
+    assert [stage.blocks[0].window_size for stage in encoder.layers] == [
+        (4, 4),
+        (4, 4),
+        (2, 2),
+        (2, 2),
+    ]
+    assert all(
+        b.shift_size == (0, 0) and b.attn_mask is None for s in encoder.layers for b in s.blocks
+    )
+    ape = encoder.patch_embed.absolute_pos_embed
+    assert ape.shape == (1, 16, 16, 16) and not ape.requires_grad
+    assert "patch_embed.absolute_pos_embed" in encoder.state_dict()  # loads and saves
+    # A sin-cos table: every value in [-1, 1], and positions differ from one another.
+    assert ape.abs().max() <= 1.0 and not torch.equal(ape[0, 0, 0], ape[0, 0, 1])
+    shifted = create_encoder("swin_tiny", 1, 64, window_size=4, **two_blocks)
+    assert any(any(b.shift_size) for s in shifted.layers for b in s.blocks)
+    with pytest.raises(ModelConfigError, match="3 window sizes for 4 stages"):
+        create_encoder("swin_tiny", 1, 64, window_size=[4, 4, 4], **TINY_SWIN)
+    with pytest.raises(ModelConfigError, match="shift=False given for vit_small"):
+        create_encoder("vit_small", 1, 64, shift=False, **TINY_VIT)
+    config = resolve_encoder_config({"arch": "swin_tiny", "in_chans": 1, "img_size": 64})
+    assert config["shift"] is True  # encoder.json files written before the option rebuild as before

@@ -1,10 +1,13 @@
 """Encoders: timm Swin Transformer and ViT, configured for SAR.
 
 ``create_encoder`` builds a timm model without classifier (``num_classes=0``) for any
-number of input channels, any input size and a window size consistent with it, with
-optional drop path and, for Swin, an optional learned absolute position embedding (APE):
-the paper's Swin-B uses one and timm's Swin has none, so ``SwinPatchEmbed`` adds it
-through the ``embed_layer`` argument timm already offers (no fork of Swin).
+number of input channels, any input size and a window size consistent with it (one for
+all stages, or one per stage), with optional drop path and, for Swin, an optional
+absolute position embedding (APE): the paper's Swin-B uses a learned one, MixMAE a fixed
+2-D sin-cos one, and timm's Swin has none, so ``SwinPatchEmbed`` adds it through the
+``embed_layer`` argument timm already offers (no fork of Swin). ``shift=False`` gives
+MixMAE's Swin, whose blocks never shift their windows: timm has no switch for it, so the
+shift of every block is set to zero after construction (see ``_disable_window_shift``).
 
 Dense heads read the encoder through two functions that hide the family:
 ``encoder_feature_info`` (channels and stride of four maps) and ``encoder_features``
@@ -20,14 +23,15 @@ turns a preset name or a partial dict into the full dict that rebuilds the same 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch
 from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
@@ -72,7 +76,11 @@ ENCODER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 # create_encoder's named arguments, in its order; other config keys are timm overrides.
-_CORE_KEYS = ("arch", "in_chans", "img_size", "window_size", "ape", "drop_path_rate")
+_CORE_KEYS = ("arch", "in_chans", "img_size", "window_size", "ape", "shift", "drop_path_rate")
+
+# ``ape`` values: no APE, a learned one (the paper's Swin-B), a frozen 2-D sin-cos (MixMAE).
+ApeKind = bool | Literal["sincos"]
+WindowSize = int | Sequence[int]
 
 _NO_DECAY_NAMES = frozenset(
     {
@@ -95,21 +103,30 @@ class StageInfo:
 
 
 class SwinPatchEmbed(PatchEmbed):
-    """timm's patch embedding followed by an optional learned absolute position embedding.
+    """timm's patch embedding followed by an optional absolute position embedding.
 
     ``project`` gives the normalised patch embeddings (B, H/p, W/p, D); ``add_position``
     adds the APE. SimMIM substitutes its mask token between the two, as the original Swin
-    with ``ape=True`` does. The APE is stored as ``patch_embed.absolute_pos_embed``.
+    with ``ape=True`` does. The APE is stored as ``patch_embed.absolute_pos_embed``
+    (1, H/p, W/p, D): learned (``ape=True``) or a fixed 2-D sin-cos (``ape="sincos"``), a
+    parameter that never trains, so that it still loads and saves with the weights.
     """
 
-    def __init__(self, *args: Any, ape: bool = False, **kwargs: Any):
+    def __init__(self, *args: Any, ape: ApeKind = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        if ape:
-            grid_h, grid_w = self.grid_size
-            embedding = torch.zeros(1, grid_h, grid_w, self.proj.out_channels)
+        grid_h, grid_w = self.grid_size
+        dim = self.proj.out_channels
+        if ape == "sincos":
+            table = build_sincos2d_pos_embed([grid_h, grid_w], dim=dim)
+            table = table.reshape(1, grid_h, grid_w, dim)
+            self.absolute_pos_embed = nn.Parameter(table, requires_grad=False)
+        elif ape is True:
+            embedding = torch.zeros(1, grid_h, grid_w, dim)
             self.absolute_pos_embed = nn.Parameter(trunc_normal_(embedding, std=0.02))
-        else:
+        elif ape is False:
             self.register_parameter("absolute_pos_embed", None)
+        else:
+            raise ModelConfigError(f"ape={ape!r}", hint="use true, false or sincos")
 
     def project(self, x: Tensor) -> Tensor:
         return super().forward(x)
@@ -127,8 +144,9 @@ def create_encoder(
     arch: str,
     in_chans: int,
     img_size: int,
-    window_size: int | None = None,
-    ape: bool = False,
+    window_size: WindowSize | None = None,
+    ape: ApeKind = False,
+    shift: bool = True,
     drop_path_rate: float = 0.0,
     **kw: Any,
 ) -> nn.Module:
@@ -138,11 +156,14 @@ def create_encoder(
         arch: one of ``ARCHITECTURES`` (swin_tiny, swin_small, swin_base, vit_small, vit_base).
         in_chans: input channels (1 for HH; 2 for HH+HV, ...).
         img_size: square input size in pixels; Swin needs a multiple of its total stride (32).
-        window_size: Swin attention window in tokens; default = the last stage's grid size
-            (8 at 256 px, timm's 7 at 224 px). Each stage's grid must be a multiple of it or
-            smaller than it (the window then shrinks to the grid, as in timm). Not for ViT.
-        ape: Swin only: add a learned absolute position embedding after the patch embedding.
-            A ViT always has one.
+        window_size: Swin attention window in tokens, one for all stages or a list with one
+            per stage (MixMAE's [8, 8, 8, 4]); default = the last stage's grid size (8 at
+            256 px, timm's 7 at 224 px). Each stage's grid must be a multiple of its window
+            or smaller than it (the window then shrinks to the grid, as in timm). Not for ViT.
+        ape: Swin only: add an absolute position embedding after the patch embedding,
+            learned (True) or a frozen 2-D sin-cos ("sincos"). A ViT always has one.
+        shift: Swin only: shift the windows of every second block (Swin); False keeps every
+            window in place (MixMAE's encoder).
         drop_path_rate: stochastic depth rate at the deepest block.
         **kw: timm overrides, e.g. ``embed_dim``, ``depths``, ``num_heads``, ``patch_size``.
 
@@ -161,18 +182,35 @@ def create_encoder(
         drop_path_rate=drop_path_rate,
     )
     if arch.startswith("vit"):
-        if window_size is not None:
-            raise ModelConfigError(
-                f"window_size={window_size} given for {arch}", hint="ViT has global attention"
-            )
+        for name, value, default in (("window_size", window_size, None), ("shift", shift, True)):
+            if value != default:
+                raise ModelConfigError(
+                    f"{name}={value} given for {arch}", hint="ViT has global attention"
+                )
         return timm.create_model(ARCHITECTURES[arch], **common, **kw)
 
-    window = window_size or _swin_stage_grids(arch, img_size, kw)[-1]
-    _check_swin_windows(arch, img_size, window, kw)
+    windows = _stage_windows(arch, img_size, window_size, kw)
     embed_layer = partial(SwinPatchEmbed, ape=ape)
-    return timm.create_model(
-        ARCHITECTURES[arch], **common, window_size=window, embed_layer=embed_layer, **kw
+    encoder = timm.create_model(
+        ARCHITECTURES[arch], **common, window_size=windows, embed_layer=embed_layer, **kw
     )
+    if not shift:
+        _disable_window_shift(encoder)
+    return encoder
+
+
+def _disable_window_shift(encoder: SwinTransformer) -> None:
+    """Every block attends within unshifted windows (no cyclic shift, no shift mask).
+
+    timm builds odd blocks shifted by half a window wherever the grid exceeds the window
+    and offers no option against it; its block reads ``shift_size`` and ``attn_mask`` at
+    every forward and recomputes both from ``target_shift_size`` when resized.
+    """
+    for stage in encoder.layers:
+        for block in stage.blocks:
+            block.target_shift_size = (0, 0)
+            block.shift_size = (0, 0)
+            block.attn_mask = None
 
 
 def _swin_stage_grids(arch: str, img_size: int, kw: Mapping[str, Any]) -> list[int]:
@@ -187,14 +225,30 @@ def _swin_stage_grids(arch: str, img_size: int, kw: Mapping[str, Any]) -> list[i
     return [img_size // (patch * 2**stage) for stage in range(stages)]
 
 
-def _check_swin_windows(arch: str, img_size: int, window: int, kw: Mapping[str, Any]) -> None:
-    for stage, grid in enumerate(_swin_stage_grids(arch, img_size, kw)):
-        if grid > window and grid % window:
+def _stage_windows(
+    arch: str, img_size: int, window_size: WindowSize | None, kw: Mapping[str, Any]
+) -> list[int]:
+    """One window per stage, checked to tile its stage's grid (or to cover it whole)."""
+    grids = _swin_stage_grids(arch, img_size, kw)
+    if window_size is None:
+        windows = [grids[-1]] * len(grids)
+    elif isinstance(window_size, int):
+        windows = [window_size] * len(grids)
+    else:
+        windows = [int(w) for w in window_size]
+    if len(windows) != len(grids):
+        raise ModelConfigError(
+            f"{arch}: {len(windows)} window sizes for {len(grids)} stages",
+            hint="give one window size, or one per stage",
+        )
+    for stage, (grid, window) in enumerate(zip(grids, windows, strict=True)):
+        if window < 1 or (grid > window and grid % window):
             raise ModelConfigError(
                 f"{arch}: window {window} does not tile stage {stage} ({grid} x {grid} tokens "
                 f"at img_size {img_size})",
                 hint="choose a window size that divides every stage grid larger than it",
             )
+    return windows
 
 
 def resolve_encoder_config(spec: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -218,7 +272,7 @@ def resolve_encoder_config(spec: str | Mapping[str, Any]) -> dict[str, Any]:
         raise ModelConfigError(
             f"encoder config lacks {sorted(missing)}", hint="add them or a preset"
         )
-    defaults = {"window_size": None, "ape": False, "drop_path_rate": 0.0}
+    defaults = {"window_size": None, "ape": False, "shift": True, "drop_path_rate": 0.0}
     config = {key: spec.get(key, defaults.get(key)) for key in _CORE_KEYS}
     config.update((key, value) for key, value in spec.items() if key not in _CORE_KEYS)
     if config["arch"].startswith("swin") and config["window_size"] is None:

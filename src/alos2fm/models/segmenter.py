@@ -33,6 +33,7 @@ from timm.layers import LayerNorm2d, resample_abs_pos_embed
 from torch import nn
 
 from alos2fm.errors import Alos2fmError
+from alos2fm.models.authors_upernet import AuthorsSegmenter
 from alos2fm.models.backbones import (
     build_encoder,
     encoder_feature_info,
@@ -121,13 +122,20 @@ class Segmenter(nn.Module):
         return {f"encoder.{name}" for name in encoder_no_weight_decay(self.encoder)}
 
 
-def build_segmenter(spec: Mapping[str, Any]) -> Segmenter:
+DECODERS: dict[str, type[nn.Module]] = {"upernet": Segmenter, "authors_upernet": AuthorsSegmenter}
+
+
+def build_segmenter(spec: Mapping[str, Any]) -> nn.Module:
     """Rebuild a segmenter from its description (as stored in checkpoints).
 
     ``spec``: ``{"encoder": <create_encoder arguments, see backbones.resolve_encoder_config>,
-    "num_classes": K, "decoder_channels": 256}`` (``decoder_channels`` optional).
+    "num_classes": K, "decoder_channels": 256, "decoder": "upernet"}`` (``decoder_channels``
+    and ``decoder`` optional; ``authors_upernet`` is the released ALOS-2 segmenter's head).
     """
-    return Segmenter(
+    kind = spec.get("decoder", "upernet")
+    if kind not in DECODERS:
+        raise WeightsError(f"unknown decoder {kind!r}", hint=f"use one of {sorted(DECODERS)}")
+    return DECODERS[kind](
         build_encoder(spec["encoder"]),
         num_classes=int(spec["num_classes"]),
         decoder_channels=int(spec.get("decoder_channels", 256)),

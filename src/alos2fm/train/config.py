@@ -46,8 +46,10 @@ class EncoderConfig(_Frozen):
     arch: str = "swin_base"
     in_chans: int = Field(1, ge=1)
     img_size: int = Field(256, ge=16)
-    window_size: int | None = Field(8, ge=1)
-    ape: bool = True
+    # One window for all stages, or one per stage (MixMAE as published: [8, 8, 8, 4]).
+    window_size: int | tuple[int, ...] | None = 8
+    ape: bool | Literal["sincos"] = True  # sincos: MixMAE's fixed 2-D sin-cos, never trained
+    shift: bool = True  # False: no shifted windows (MixMAE's encoder)
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
     embed_dim: int | None = Field(None, ge=1)
     depths: tuple[int, ...] | None = None
@@ -202,7 +204,7 @@ class FinetuneConfig(_Frozen):
     stage: Literal["finetune"] = "finetune"
     seed: int = 0
     model: EncoderConfig = EncoderConfig(drop_path_rate=0.1)
-    decoder: Literal["upernet"] = "upernet"
+    decoder: Literal["upernet", "authors_upernet"] = "upernet"  # authors_: their released head
     decoder_channels: int = Field(256, ge=8)  # UPerNet fusion width (the paper's: 256)
     loss: LossConfig = LossConfig()
     data: DataConfig = DataConfig()

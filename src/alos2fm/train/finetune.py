@@ -103,6 +103,7 @@ class FinetuneModule(L.LightningModule):
                 "encoder": cfg.model.encoder_kwargs(),
                 "num_classes": len(classes["names"]),
                 "decoder_channels": cfg.decoder_channels,
+                "decoder": cfg.decoder,
             },
             data=normalisation.as_dict() | {"patch_size": cfg.model.img_size, "units": "dB"},
             classes=classes,

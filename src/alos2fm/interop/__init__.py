@@ -1,0 +1,1 @@
+"""Weights in and out: the method authors' released checkpoints, timm / Hugging Face folders."""
