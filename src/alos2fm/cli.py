@@ -502,7 +502,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         print(f"alos2fm: error: {err.message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))  # a preempted run exits 128 + signal
 
 
 if __name__ == "__main__":

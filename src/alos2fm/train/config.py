@@ -129,6 +129,14 @@ class TrainerConfig(_Frozen):
     accumulate_grad_batches: int = Field(1, ge=1)
     gradient_clip_val: float | None = Field(None, gt=0.0)
     checkpoint_every_n_epochs: int = Field(10, ge=1)
+    # last.ckpt (what --resume continues) is refreshed on its own interval, so that a
+    # preempted or killed run of hours-long epochs loses at most that much work.
+    last_checkpoint_every_n_minutes: float | None = Field(
+        15.0, gt=0.0, description="refresh checkpoints/last.ckpt this often; None = off"
+    )
+    last_checkpoint_every_n_steps: int | None = Field(
+        None, ge=1, description="also refresh checkpoints/last.ckpt every N optimiser steps"
+    )
     log_every_n_steps: int = Field(10, ge=1)
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None

@@ -23,10 +23,11 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 
 from alos2fm.data.store import read_stats
 from alos2fm.errors import DataError
+from alos2fm.train.checkpointing import ResumableLoader, ResumableSampler
 from alos2fm.train.config import DataConfig
 
 # The paper's normalisation of ALOS-2 HH sigma0 in dB (SPEC.md section 1).
@@ -140,7 +141,9 @@ class PatchDataModule(L.LightningDataModule):
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
     def _loader(self, dataset: Dataset, sampler: Any, drop_last: bool) -> DataLoader:
-        return DataLoader(
+        # The training loader's position is checkpointed, for an exact mid-epoch resume.
+        loader = ResumableLoader if isinstance(sampler, ResumableSampler) else DataLoader
+        return loader(
             dataset,
             batch_size=self.cfg.batch_size,
             sampler=sampler,
@@ -162,7 +165,7 @@ class PatchDataModule(L.LightningDataModule):
             )
         # Same permutation for any world size (seeded by seed + epoch; Lightning calls
         # set_epoch); dropping the last partial batch keeps every step's batch full.
-        sampler = DistributedSampler(
+        sampler = ResumableSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.seed, drop_last=True
         )
         return self._loader(dataset, sampler, drop_last=True)

@@ -5,7 +5,8 @@ the run folder's conventions::
 
     RUN/config.yaml                  resolved configuration (written by the stage)
     RUN/checkpoints/epoch0010.ckpt   every ``checkpoint_every_n_epochs`` epochs
-    RUN/checkpoints/last.ckpt        always the latest; ``--resume`` continues from it
+    RUN/checkpoints/last.ckpt        the latest: every few minutes/steps, at checkpoint epochs,
+                                     on SIGTERM/SIGUSR1 and at the end; ``--resume`` continues it
     RUN/checkpoints/best.ckpt        fine-tuning: best validation mIoU
     RUN/logs/metrics.csv             CSV log (appended to on resume)
     RUN/tensorboard/                 TensorBoard events
@@ -30,7 +31,9 @@ and loop counters. The remaining randomness is made a function of the position i
 training instead of hidden state: the data order is seeded by (seed, epoch) (see
 ``alos2fm.train.data``), and :class:`StepSeeder` reseeds Python, NumPy and torch before
 every training batch from (seed, epoch, batch index, rank), which covers masks, flips
-and drop path. A resumed run therefore draws the same numbers as an uninterrupted one.
+and drop path. A resumed run therefore draws the same numbers as an uninterrupted one,
+also from a checkpoint taken mid-epoch (the training loader's position is checkpointed:
+see ``alos2fm.train.checkpointing``, which also handles preemption signals).
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from alos2fm.train.checkpointing import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    RestoreLoaderPosition,
+)
 from alos2fm.train.config import TrainerConfig
 
 CHECKPOINTS = "checkpoints"
@@ -111,6 +119,12 @@ def build_trainer(
         ),
         LearningRateMonitor(logging_interval="step"),
         StepSeeder(seed),
+        LastCheckpoint(
+            checkpoint_dir / LAST,
+            every_n_steps=cfg.last_checkpoint_every_n_steps,
+            every_n_minutes=cfg.last_checkpoint_every_n_minutes,
+        ),
+        RestoreLoaderPosition(),
         *callbacks,
     ]
     if monitor is not None:
@@ -142,6 +156,7 @@ def build_trainer(
         default_root_dir=run_dir,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
