@@ -482,6 +482,50 @@ def predict(
             print(f"also {extra}")
 
 
+@app.command("import-weights")
+def import_weights(
+    weights: Annotated[Path, typer.Argument(help="A released .pth file of the method's authors.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the converted files.")],
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format", help="auto, simmim (encoder), mixmae (encoder) or simmim-upernet."
+        ),
+    ] = "auto",
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes", help="Class table naming the segmenter's classes in index order."
+        ),
+    ] = None,
+    adapt_channels: Annotated[
+        str | None,
+        typer.Option(
+            "--adapt-channels",
+            help="sum: feed one band (HH) to a multi-channel encoder by summing its patch "
+            "kernel over the channels. A heuristic, never the default.",
+        ),
+    ] = None,
+    statistics: Annotated[
+        str | None,
+        typer.Option("--statistics", help="MixMAE: benv1 or benv2 (default: from the name)."),
+    ] = None,
+) -> None:
+    """Convert the authors' released weights: encoder.safetensors + encoder.json for
+    finetune --encoder, or segmenter.ckpt for predict, evaluate and export."""
+    from alos2fm.interop.authors import FORMATS
+    from alos2fm.interop.importer import import_weights as run_import
+
+    if format_ not in ("auto", *FORMATS):
+        raise Alos2fmError(f"--format {format_!r}", hint=f"use auto or one of {FORMATS}")
+    if adapt_channels not in (None, "sum"):
+        raise Alos2fmError(f"--adapt-channels {adapt_channels!r}", hint="use sum")
+    result = run_import(weights, out, format_, classes, adapt_channels, statistics)
+    print(result.report, end="")
+    for path in result.files:
+        print(f"wrote {path}")
+
+
 @app.command()
 def export(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
