@@ -145,3 +145,85 @@ def test_cli_finetune_from_pretrained_encoder_then_evaluate(tiny_store, tmp_path
     val = json.loads((out / "metrics.json").read_text())
     assert np.asarray(val["confusion_matrix"]).sum() == _valid_pixels(tiny_store, "val")
     assert (out / "confusion_matrix.png").is_file() and (out / "per_class_iou.png").is_file()
+
+
+def _module(tiny_store, overrides, pretrained=False):
+    cfg = resolve_config("finetune", "cpu-tiny-seg", ["trainer.accelerator=cpu", *overrides])
+    dm = PatchDataModule(tiny_store, cfg.data, cfg.seed)
+    module = FinetuneModule.from_config(
+        cfg, dm.normalisation, dm.stats, dm.root, pretrained=pretrained
+    )
+    return cfg, dm, module
+
+
+def test_a_step_budget_stops_at_its_step_and_validates_on_a_step_interval(tiny_store, tmp_path):
+    """16 patches at batch 4 = 4 steps an epoch; 10 steps cross two epoch boundaries."""
+    cfg, dm, module = _module(
+        tiny_store,
+        [
+            "data.batch_size=4",
+            "schedule.max_steps=10",
+            "schedule.warmup_fraction=0.2",
+            "trainer.val_every_n_steps=5",
+            "trainer.checkpoint_every_n_epochs=100",
+        ],
+    )
+    validations = []
+    module.on_validation_epoch_start = lambda: validations.append(module.global_step)
+    trainer = build_trainer(
+        cfg.trainer, tmp_path, cfg.schedule.train_epochs, cfg.seed, max_steps=10
+    )
+    trainer.fit(module, datamodule=dm)
+    assert trainer.global_step == 10
+    assert validations[-2:] == [5, 10]  # the sanity check aside, every 5 steps
+
+
+def test_fine_tuning_clips_gradients_and_decays_layers_only_for_pretrained_encoders(tiny_store):
+    cfg, _, _ = _module(tiny_store, [])
+    assert cfg.trainer.gradient_clip_val == 1.0 and cfg.loss.name == "ce"
+    paper = resolve_config("finetune", "paper-seg")
+    assert paper.trainer.gradient_clip_val is None and paper.loss.name == "dice_focal"
+    assert paper.optim.layer_decay_on_random_init
+
+    class _Trainer:  # what configure_adamw reads
+        world_size, accumulate_grad_batches, precision = 1, 1, "32-true"
+        estimated_stepping_batches, max_epochs = 10, 1
+
+    for pretrained, distinct in ((False, 1), (True, 3)):
+        _, _, module = _module(tiny_store, ["optim.layer_decay=0.5"], pretrained=pretrained)
+        module.trainer = _Trainer()
+        optimizer = module.configure_optimizers()["optimizer"]
+        peak = optimizer.defaults["lr"]
+        scales = {round(g["initial_lr"] / peak, 6) for g in optimizer.param_groups}
+        assert len(scales) >= distinct and (pretrained or scales == {1.0})
+
+
+def test_patches_larger_than_the_model_are_evaluated_tile_by_tile_as_a_scene_is(tiny_store):
+    """A 32-px model on 64-px patches: evaluation blends tiles like alos2fm predict; on a
+    patch of the model's size it is the plain forward pass."""
+    from alos2fm.evaluation.predict import blend_ramp
+
+    _, dm, module = _module(tiny_store, ["model.img_size=32"])
+    module.eval()
+    dm.setup("fit")
+    image = torch.stack([dm.datasets["val"][i]["image"] for i in range(2)])
+    with torch.no_grad():
+        logits = module.evaluation_logits(image)
+        probs = logits.exp()
+        assert probs.shape == (2, 3, 64, 64)
+        assert torch.allclose(probs.sum(dim=1), torch.ones(2, 64, 64), atol=1e-5)
+        # Pixel (0, 0) is covered by the first tile only: its probabilities are that tile's.
+        first = torch.softmax(module(image[..., :32, :32]), dim=1)
+        assert torch.allclose(probs[..., 0, 0], first[..., 0, 0], atol=1e-5)
+        # Pixel (20, 20): tiles at 0 and 24 overlap there, blended by the ramp weights.
+        origins, ramp = (0, 24), torch.from_numpy(blend_ramp(32, 8))
+        parts, weights = 0, 0
+        for top in origins:
+            for left in origins:
+                if top <= 20 < top + 32 and left <= 20 < left + 32:
+                    tile = torch.softmax(module(image[..., top : top + 32, left : left + 32]), 1)
+                    w = ramp[20 - top] * ramp[20 - left]
+                    parts, weights = parts + w * tile[..., 20 - top, 20 - left], weights + w
+        assert torch.allclose(probs[..., 20, 20], parts / weights, atol=1e-5)
+        small = image[..., :32, :32]
+        assert torch.equal(module.evaluation_logits(small), module(small))

@@ -93,3 +93,15 @@ def test_scheduler_steps_the_optimizer_lr():
         sched.step()
     assert seen[:5] == pytest.approx([0.0, 5e-4, 1e-3, 1.5e-3, 2e-3])
     assert seen[5] < 2e-3
+
+
+def test_step_budget_schedule_ignores_epochs_and_dataset_size():
+    cfg = ScheduleConfig(max_steps=200, warmup_fraction=0.1, kind="cosine", milestones=())
+    # Warm-up 20 steps, cosine over 180, whatever the steps per epoch (here 0, or 7).
+    for per_epoch in (0, 7):
+        assert lr_multiplier(10, cfg, per_epoch) == pytest.approx(0.5)
+        assert lr_multiplier(20, cfg, per_epoch) == pytest.approx(1.0)
+        assert lr_multiplier(110, cfg, per_epoch) == pytest.approx(0.5)
+        assert lr_multiplier(200, cfg, per_epoch) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="max_steps.*cosine"):
+        ScheduleConfig(max_steps=10, kind="multistep")

@@ -88,5 +88,8 @@ def test_run_folder_is_not_mixed_up(tiny_store, tmp_path):
 
 def test_model_that_does_not_fit_the_data_is_refused(tiny_store, tmp_path):
     cfg = resolve_config("pretrain", "cpu-tiny-simmim", ["model.img_size=128"])
-    with pytest.raises(RunFolderError, match="1 channel\\(s\\) of 128 px"):
+    with pytest.raises(RunFolderError, match="windows of 128 px .at most the patch size"):
         run_pretrain(cfg, tiny_store, tmp_path / "run")
+    two_bands = resolve_config("pretrain", "cpu-tiny-simmim", ["model.in_chans=2"])
+    with pytest.raises(RunFolderError, match="1 band.s. \\['HH'\\] of 64 px; the model expects 2"):
+        run_pretrain(two_bands, tiny_store, tmp_path / "run2")

@@ -172,6 +172,29 @@ def blend_ramp(tile: int, overlap: int) -> np.ndarray:
     return ramp
 
 
+def predict_patches(
+    model: torch.nn.Module, images: torch.Tensor, tile: int, overlap: int
+) -> torch.Tensor:
+    """Class probabilities (B, K, H, W) of patches larger than the model's tile, blended
+    from overlapping tiles exactly as a scene is (softmax x ``blend_ramp`` weights);
+    ``images`` (B, C, H, W) are the model's (standardised) input."""
+    height, width = images.shape[-2:]
+    ramp = torch.from_numpy(blend_ramp(tile, overlap)).to(images.device)
+    weight = ramp[:, None] * ramp[None, :]
+    probs = weights = None
+    for top in tile_origins(height, tile, overlap):
+        for left in tile_origins(width, tile, overlap):
+            logits = model(images[..., top : top + tile, left : left + tile])
+            if probs is None:
+                probs = images.new_zeros(logits.shape[:2] + (height, width), dtype=torch.float32)
+                weights = images.new_zeros((height, width), dtype=torch.float32)
+            probs[..., top : top + tile, left : left + tile] += (
+                torch.softmax(logits.float(), 1) * weight
+            )
+            weights[top : top + tile, left : left + tile] += weight
+    return probs / weights
+
+
 # --- the streaming loop -------------------------------------------------------------------
 
 

@@ -61,14 +61,29 @@ class EncoderConfig(_Frozen):
 
 
 class DataConfig(_Frozen):
-    """How patches are fed: per-process batch, workers, augmentation and normalisation."""
+    """How patches are fed: per-process batch, workers, augmentation and normalisation.
+
+    Training windows of the model's size are cut at random positions inside the stored
+    patches every step (``sampling``): ``uniform`` anywhere; ``labelled`` centred on a
+    random labelled pixel; ``balanced`` centred on a pixel of a class drawn uniformly
+    among the classes the patch holds (fine-tuning). Then the flips (or all 8 dihedral
+    transforms), a per-sample dB gain offset and multiplicative speckle, in that order.
+    """
 
     batch_size: int = Field(8, ge=1, description="patches per process and step")
     num_workers: int = Field(2, ge=0)
+    sampling: Literal["uniform", "labelled", "balanced"] = "uniform"
     hflip: bool = True
     vflip: bool = True
-    normalisation: Literal["stats", "paper"] = Field(
-        "stats", description="stats: per-band dB mean/std of stats.json; paper: HH constants"
+    dihedral: bool = Field(False, description="the 8 rotations/flips instead of hflip/vflip")
+    gain_jitter_db: float = Field(0.0, ge=0.0, description="std of a per-sample dB offset")
+    speckle_looks: float | None = Field(
+        None, gt=0.0, description="multiply power by Gamma(L, 1/L) speckle of L looks"
+    )
+    normalisation: Literal["stats", "paper", "encoder"] = Field(
+        "stats",
+        description="stats: per-band dB mean/std of stats.json; paper: HH constants; encoder: "
+        "those the pretrained encoder was trained with (its encoder.json; fine-tuning only)",
     )
     label_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="seeded fraction of training patches (fine-tuning)"
@@ -86,11 +101,22 @@ class OptimConfig(_Frozen):
     layer_decay: float | None = Field(
         None, gt=0.0, le=1.0, description="layer-wise LR decay (fine-tuning); None = off"
     )
+    layer_decay_on_random_init: bool = Field(
+        False, description="also decay a random encoder's layers (the paper's baseline does)"
+    )
 
 
 class ScheduleConfig(_Frozen):
-    """Per-step LR multiplier: linear warm-up, then cosine or multistep (epochs in epochs)."""
+    """Per-step LR multiplier: linear warm-up, then cosine or multistep (epochs in epochs).
 
+    With ``max_steps`` the budget is in optimiser steps whatever the dataset's size:
+    training stops after ``max_steps``, warm-up lasts ``warmup_fraction`` of them and the
+    cosine ends at the last step (``epochs``, ``warmup_epochs`` and milestones then do not
+    apply). Small datasets need this: an epoch of a few hundred patches is a few steps.
+    """
+
+    max_steps: int | None = Field(None, ge=1, description="budget in optimiser steps")
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="with max_steps")
     epochs: int = Field(800, ge=1, description="length of the LR schedule")
     stop_epoch: int | None = Field(
         None, ge=1, description="stop training here, before the schedule ends (MixMAE's best)"
@@ -110,6 +136,8 @@ class ScheduleConfig(_Frozen):
             raise ValueError(f"stop_epoch {self.stop_epoch} > epochs {self.epochs}")
         if list(self.milestones) != sorted(self.milestones):
             raise ValueError(f"milestones must increase: {self.milestones}")
+        if self.max_steps is not None and self.kind != "cosine":
+            raise ValueError("a step budget (max_steps) runs a cosine schedule: set kind=cosine")
         return self
 
     @property
@@ -136,6 +164,9 @@ class TrainerConfig(_Frozen):
     )
     last_checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="also refresh checkpoints/last.ckpt every N optimiser steps"
+    )
+    val_every_n_steps: int | None = Field(
+        None, ge=1, description="validate (and select the best model) every N steps, not epochs"
     )
     log_every_n_steps: int = Field(10, ge=1)
     limit_train_batches: int | float | None = None
@@ -190,6 +221,8 @@ class PretrainConfig(_Frozen):
     def _consistent(self) -> PretrainConfig:
         if self.data.label_fraction != 1.0:
             raise ValueError("data.label_fraction applies to fine-tuning only")
+        if self.data.normalisation == "encoder":
+            raise ValueError("data.normalisation=encoder applies to fine-tuning only")
         if self.method == "simmim" and self.model.img_size % self.simmim.mask_unit:
             raise ValueError(
                 f"model.img_size {self.model.img_size} is not a multiple of "
@@ -202,7 +235,11 @@ class PretrainConfig(_Frozen):
 
 
 class LossConfig(_Frozen):
-    name: Literal["ce", "focal", "dice", "dice_focal"] = "dice_focal"
+    """Class-weighted cross-entropy by default: with sparse labels (a few labelled pixels a
+    patch) Dice is estimated from a handful of pixels per class and patch and is noisy;
+    the paper preset keeps its 0.5 Dice + 0.5 Focal."""
+
+    name: Literal["ce", "focal", "dice", "dice_focal"] = "ce"
     class_weights: Literal["stats", "none"] | tuple[float, ...] = "stats"
 
 
@@ -212,15 +249,21 @@ class FinetuneConfig(_Frozen):
     stage: Literal["finetune"] = "finetune"
     seed: int = 0
     model: EncoderConfig = EncoderConfig(drop_path_rate=0.1)
-    decoder: Literal["upernet", "authors_upernet"] = "upernet"  # authors_: their released head
+    # authors_upernet: the released ALOS-2 segmenter's head; unet: with a CNN encoder
+    # (model.arch resnet18, resnet34, convnext_atto, ...), the supervised reference.
+    decoder: Literal["upernet", "authors_upernet", "unet"] = "upernet"
     decoder_channels: int = Field(256, ge=8)  # UPerNet fusion width (the paper's: 256)
     loss: LossConfig = LossConfig()
-    data: DataConfig = DataConfig()
+    # A pretrained encoder expects inputs standardised as in pretraining (without one: stats).
+    data: DataConfig = DataConfig(normalisation="encoder")
+    # Layer decay applies to pretrained encoders only (a random encoder has nothing to keep).
     optim: OptimConfig = OptimConfig(base_lr=1.25e-4, layer_decay=0.8)
     schedule: ScheduleConfig = ScheduleConfig(
         epochs=100, warmup_epochs=20, kind="cosine", milestones=()
     )
-    trainer: TrainerConfig = TrainerConfig()
+    # Clipping by default: fine-tuning starts from a random decoder whose first gradients
+    # can be large enough to wreck a pretrained encoder.
+    trainer: TrainerConfig = TrainerConfig(gradient_clip_val=1.0)
 
 
 _STAGES: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}

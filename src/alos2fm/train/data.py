@@ -1,13 +1,13 @@
-"""Feeding a patch store to Lightning: normalisation, flips, label fractions, samplers.
+"""Feeding a patch store to Lightning: normalisation, label fractions, samplers.
 
 Randomness is keyed, not stateful, so that ``--resume`` replays exactly what an
 uninterrupted run would have done:
 
 - the training order is a ``DistributedSampler`` permutation seeded by (seed, epoch), the
   same for any number of processes (rank r takes every world-th index of it);
-- flips are drawn in the training step from the global RNG, which
-  :class:`alos2fm.train.engine.StepSeeder` reseeds from (seed, epoch, batch, rank) before
-  every step.
+- windows and transforms are drawn in the training step (``alos2fm.train.augment``)
+  from the global RNG, which :class:`alos2fm.train.engine.StepSeeder` reseeds from
+  (seed, epoch, batch, rank) before every step.
 
 Evaluation loaders use ``UnpaddedDistributedSampler`` so that no patch is scored twice
 under DDP; the Trainer is built with ``use_distributed_sampler=False`` so that Lightning
@@ -57,7 +57,7 @@ def dataset_normalisation(root: str | Path, kind: str = "stats") -> Normalisatio
     """The dataset's band statistics (``stats``) or the paper's HH constants (``paper``)."""
     stats = read_stats(root)
     bands = tuple(stats["bands"])
-    if kind == "stats":
+    if kind in ("stats", "encoder"):  # "encoder": fine-tuning swaps in the encoder's own
         return Normalisation(bands, tuple(stats["mean_db"]), tuple(stats["std_db"]))
     if len(bands) != 1:
         raise DataError(
@@ -66,27 +66,6 @@ def dataset_normalisation(root: str | Path, kind: str = "stats") -> Normalisatio
             "use data.normalisation=stats",
         )
     return Normalisation(bands, (PAPER_HH_MEAN_DB,), (PAPER_HH_STD_DB,))
-
-
-def random_flips(batch: dict[str, Tensor], hflip: bool, vflip: bool) -> dict[str, Tensor]:
-    """Flip each sample left-right and/or up-down with probability 1/2, using the global RNG.
-
-    ``image`` (B, C, H, W), ``valid`` (B, H, W) and ``label`` (B, H, W) (when present) are
-    flipped together; other entries are passed through.
-    """
-    out = dict(batch)
-    size = batch["image"].shape[0]
-    device = batch["image"].device
-    for enabled, dim in ((hflip, -1), (vflip, -2)):
-        if not enabled:
-            continue
-        chosen = torch.rand(size).lt(0.5).to(device)
-        for key in ("image", "valid", "label"):
-            if key in out:
-                value = out[key]
-                flag = chosen.view(-1, *([1] * (value.ndim - 1)))
-                out[key] = torch.where(flag, value.flip(dim), value)
-    return out
 
 
 class PatchDataModule(L.LightningDataModule):

@@ -22,11 +22,13 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from alos2fm.data.recipe import Preprocessing
 from alos2fm.data.store import IGNORE_INDEX
 from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
+from alos2fm.train.augment import augment
 from alos2fm.train.config import FinetuneConfig, save_config
-from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
+from alos2fm.train.data import Normalisation, PatchDataModule
 from alos2fm.train.engine import CHECKPOINTS, build_trainer, seed_run
 from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
@@ -66,6 +68,7 @@ class FinetuneModule(L.LightningModule):
         data: dict[str, Any],
         classes: dict[str, list],
         class_weights: list[float] | None = None,
+        pretrained: bool = False,
     ):
         from alos2fm.models.segmenter import build_segmenter
         from alos2fm.train.losses import build_loss
@@ -89,7 +92,12 @@ class FinetuneModule(L.LightningModule):
 
     @classmethod
     def from_config(
-        cls, cfg: FinetuneConfig, normalisation: Normalisation, stats: dict, root: Path
+        cls,
+        cfg: FinetuneConfig,
+        normalisation: Normalisation,
+        stats: dict,
+        root: Path,
+        pretrained: bool = False,
     ) -> FinetuneModule:
         classes = dataset_classes(stats, root)
         weights = cfg.loss.class_weights
@@ -105,9 +113,16 @@ class FinetuneModule(L.LightningModule):
                 "decoder_channels": cfg.decoder_channels,
                 "decoder": cfg.decoder,
             },
-            data=normalisation.as_dict() | {"patch_size": cfg.model.img_size, "units": "dB"},
+            data=normalisation.as_dict()
+            | {
+                "patch_size": cfg.model.img_size,
+                "units": "dB",
+                # What prepare did to the products (multilook, speckle filter): predict repeats it.
+                "preprocessing": Preprocessing.of_dataset(root).as_dict(),
+            },
             classes=classes,
             class_weights=list(weights) if weights is not None else None,
+            pretrained=pretrained,
         )
 
     def forward(self, image_db: Tensor) -> Tensor:
@@ -115,13 +130,25 @@ class FinetuneModule(L.LightningModule):
         return self.segmenter(self.normalise(image_db))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        batch = random_flips(batch, self.cfg.data.hflip, self.cfg.data.vflip)
+        batch = augment(batch, self.cfg.data, self.cfg.model.img_size)
         loss = self.criterion(self(batch["image"]), batch["label"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
+    def evaluation_logits(self, image_db: Tensor) -> Tensor:
+        """Logits of whole patches as the scene map is predicted: one forward pass for
+        patches of the model's size, else overlapping tiles blended as ``alos2fm predict``
+        blends them (returned as log-probabilities, which every loss takes as logits)."""
+        size = self.cfg.model.img_size
+        if image_db.shape[-2:] == (size, size):
+            return self(image_db)
+        from alos2fm.evaluation.predict import predict_patches
+
+        probs = predict_patches(self.segmenter, self.normalise(image_db), size, size // 4)
+        return torch.log(probs.clamp_min(1e-12))
+
     def _evaluate(self, batch: dict[str, Tensor], matrix: ConfusionMatrix, prefix: str) -> None:
-        logits = self(batch["image"])
+        logits = self.evaluation_logits(batch["image"])
         loss = self.criterion(logits, batch["label"])
         matrix.update(logits.argmax(dim=1), batch["label"])
         self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True)
@@ -154,7 +181,8 @@ class FinetuneModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
 
         optim = self.cfg.optim
-        if optim.layer_decay is None:
+        pretrained = self.hparams.get("pretrained", False)
+        if optim.layer_decay is None or not (pretrained or optim.layer_decay_on_random_init):
             groups = weight_decay_groups(self.segmenter, optim.weight_decay)
         else:
             # lr here only fills the groups' "lr"; configure_adamw rescales from lr_scale.
@@ -205,17 +233,31 @@ def run_finetune(
     Returns the path of ``best.ckpt``; ``RUN/test/`` holds metrics.json and figures.
     """
     from alos2fm.models.segmenter import load_encoder_weights
+    from alos2fm.train.pretrained import check_encoder_fits, finetune_normalisation, read_encoder_meta
 
     last = prepare_run_folder(out, resume)
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     save_config(cfg, out / "config.yaml")
     seed_run(cfg.seed)
-    module = FinetuneModule.from_config(cfg, dm.normalisation, dm.stats, dm.root)
+    meta = read_encoder_meta(encoder) if encoder is not None else None
+    if meta is not None:
+        check_encoder_fits(meta, cfg, dm.normalisation.bands, encoder)
+    normalisation = finetune_normalisation(cfg, dm.normalisation, meta)
+    module = FinetuneModule.from_config(
+        cfg, normalisation, dm.stats, dm.root, pretrained=encoder is not None
+    )
     if encoder is not None and last is None:
         report = load_encoder_weights(module.segmenter, encoder)
         (out / "encoder_load.txt").write_text(report.summary() + "\n")
-    trainer = build_trainer(cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed, monitor=MONITOR)
+    trainer = build_trainer(
+        cfg.trainer,
+        out,
+        cfg.schedule.train_epochs,
+        cfg.seed,
+        monitor=MONITOR,
+        max_steps=cfg.schedule.max_steps,
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=last)
     best = out / CHECKPOINTS / BEST
     module.test_report = (out / "test", best)

@@ -73,12 +73,15 @@ def build_optimizer(
 def lr_multiplier(step: int, cfg: ScheduleConfig, steps_per_epoch: int) -> float:
     """Factor applied to the peak LR at optimiser step ``step`` (0-based).
 
-    Warm-up rises linearly from ``warmup_start_ratio`` to 1 over ``warmup_epochs``; then
-    ``cosine`` decays to ``min_lr_ratio`` at the end of ``epochs`` and ``multistep``
-    multiplies by ``gamma`` at each epoch in ``milestones``.
+    Warm-up rises linearly from ``warmup_start_ratio`` to 1 over ``warmup_epochs`` (or
+    ``warmup_fraction`` of ``max_steps``); then ``cosine`` decays to ``min_lr_ratio`` at the
+    end of ``epochs`` (or at ``max_steps``) and ``multistep`` multiplies by ``gamma`` at
+    each epoch in ``milestones``.
     """
-    warmup = round(cfg.warmup_epochs * steps_per_epoch)
-    total = cfg.epochs * steps_per_epoch
+    if cfg.max_steps is not None:  # a budget in steps: the dataset's size does not matter
+        warmup, total = round(cfg.warmup_fraction * cfg.max_steps), cfg.max_steps
+    else:
+        warmup, total = round(cfg.warmup_epochs * steps_per_epoch), cfg.epochs * steps_per_epoch
     if step < warmup:
         return cfg.warmup_start_ratio + (1.0 - cfg.warmup_start_ratio) * step / warmup
     if cfg.kind == "multistep":

@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from alos2fm.errors import Alos2fmError
 from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
+from alos2fm.train.augment import augment, sample_windows
 from alos2fm.train.config import PretrainConfig, save_config
-from alos2fm.train.data import Normalisation, PatchDataModule, random_flips
+from alos2fm.train.data import Normalisation, PatchDataModule
 from alos2fm.train.engine import build_trainer, last_checkpoint, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
 
@@ -79,7 +80,7 @@ class PretrainModule(L.LightningModule):
         return normalised, self.pixel_weights(image_db, normalised, batch["valid"])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        batch = random_flips(batch, self.cfg.data.hflip, self.cfg.data.vflip)
+        batch = augment(batch, self.cfg.data, self.cfg.model.img_size)
         out = self.model(*self._step_inputs(batch))
         self.log("train/loss", out.loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return out.loss
@@ -118,6 +119,7 @@ class PretrainModule(L.LightningModule):
         # Own RNG scope: the figure's random mask must not shift the training stream.
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.seed)
+            batch = sample_windows(batch, self.cfg.model.img_size)
             normalised, weight = self._step_inputs(batch)
             out = self.model(normalised, weight)
         self.model.train(was_training)
@@ -216,15 +218,16 @@ def prepare_run_folder(out: Path, resume: bool) -> Path | None:
 
 
 def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> None:
-    """The encoder's channels and input size must match the dataset's bands and patches."""
+    """The encoder's channels must match the dataset's bands, and its input fit in a patch:
+    larger patches give a random window every step (and are evaluated tile by tile)."""
     from alos2fm.data.store import open_patch_arrays
 
     patch = open_patch_arrays(dm.root).images.shape[-1]
     bands = dm.normalisation.bands
-    if len(bands) != in_chans or patch != img_size:
+    if len(bands) != in_chans or patch < img_size:
         raise RunFolderError(
             f"dataset has {len(bands)} band(s) {list(bands)} of {patch} px; the model expects "
-            f"{in_chans} channel(s) of {img_size} px",
+            f"{in_chans} channel(s) and windows of {img_size} px (at most the patch size)",
             dm.root,
             f"--set model.in_chans={len(bands)} --set model.img_size={patch}, or another preset",
         )
@@ -238,6 +241,8 @@ def run_pretrain(cfg: PretrainConfig, data: Path, out: Path, resume: bool = Fals
     save_config(cfg, out / "config.yaml")
     seed_run(cfg.seed)
     module = PretrainModule(cfg, dm.normalisation)
-    trainer = build_trainer(cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed)
+    trainer = build_trainer(
+        cfg.trainer, out, cfg.schedule.train_epochs, cfg.seed, max_steps=cfg.schedule.max_steps
+    )
     trainer.fit(module, datamodule=dm, ckpt_path=last)
     return out / ENCODER_WEIGHTS
