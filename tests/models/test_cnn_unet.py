@@ -1,0 +1,51 @@
+"""CNN encoders through timm features_only, with our U-Net decoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alos2fm.models.cnn_unet import CnnUnet, create_cnn_encoder
+from alos2fm.models.segmenter import build_segmenter
+
+
+@pytest.mark.parametrize(
+    ("arch", "strides", "channels"),
+    [
+        ("resnet18", (2, 4, 8, 16, 32), (64, 64, 128, 256, 512)),
+        ("resnet34", (2, 4, 8, 16, 32), (64, 64, 128, 256, 512)),
+        ("convnext_atto", (4, 8, 16, 32), (40, 80, 160, 320)),
+        ("convnext_nano", (4, 8, 16, 32), (80, 160, 320, 640)),
+    ],
+)
+def test_cnn_encoders_give_their_feature_pyramid_for_any_channel_count(arch, strides, channels):
+    encoder = create_cnn_encoder({"arch": arch, "in_chans": 3})
+    features = encoder(torch.zeros(1, 3, 64, 64))
+    assert tuple(f.shape[1] for f in features) == channels
+    assert tuple(64 // f.shape[-1] for f in features) == strides
+
+
+def test_unet_maps_every_pixel_and_rebuilds_from_its_checkpoint_spec():
+    spec = {"encoder": {"arch": "resnet18", "in_chans": 2}, "num_classes": 5, "decoder": "unet"}
+    model = build_segmenter(spec | {"decoder_channels": 32})
+    assert isinstance(model, CnnUnet)
+    assert model(torch.zeros(2, 2, 64, 48)).shape == (2, 5, 64, 48)  # any size, /32 or not
+
+
+def test_unet_overfits_one_batch():
+    torch.manual_seed(0)
+    model = CnnUnet({"arch": "resnet18", "in_chans": 1}, num_classes=2, decoder_channels=32)
+    blocks = torch.randint(0, 2, (4, 4, 4))
+    label = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)  # 8-px blocks of 2 classes
+    image = (2.0 * label - 1.0).unsqueeze(1) + 0.5 * torch.randn(4, 1, 32, 32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(40):
+        loss = torch.nn.functional.cross_entropy(model(image), label)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    accuracy = (model(image).argmax(1) == label).float().mean().item()
+    assert losses[-1] < 0.3 * losses[0] and accuracy > 0.9
