@@ -438,6 +438,71 @@ def evaluate(
     print(f"metrics written to {run_evaluate(checkpoint, data, split, out)}")
 
 
+@app.command()
+def probe(
+    data: _Data,
+    out: Annotated[Path, typer.Option("--out", help="Folder for probe.json and probe.csv.")],
+    encoder: Annotated[
+        list[str],
+        typer.Option(
+            "--encoder",
+            help="encoder.safetensors to probe, or 'random'; repeatable (first = reference).",
+        ),
+    ],
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            "--preset", help="Model of 'random' when no file is given (a finetune preset)."
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Seeds per encoder.")] = 10,
+    classifier: Annotated[str, typer.Option("--classifier", help="linear or rf.")] = "linear",
+    train_pixels: Annotated[
+        int, typer.Option("--train-pixels", help="Labelled training pixels drawn per seed.")
+    ] = 20000,
+    eval_pixels: Annotated[
+        int, typer.Option("--eval-pixels", help="Labelled pixels scored per split and seed.")
+    ] = 200000,
+) -> None:
+    """Per-pixel classifier on frozen encoder features: compare encoders over many seeds."""
+    import json
+
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from alos2fm.evaluation.probe import ProbeSettings, compare_encoders, run_probe
+
+    architecture = None
+    if preset is not None:
+        from alos2fm.train.config import resolve_config
+
+        architecture = resolve_config("finetune", preset).model.encoder_kwargs()
+    settings = ProbeSettings(
+        seeds=seeds, classifier=classifier, train_pixels=train_pixels, eval_pixels=eval_pixels
+    )
+    rows = run_probe(data, encoder, settings, architecture)
+    summary = compare_encoders(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "probe.json").write_text(json.dumps({"runs": rows, "test": summary}, indent=2) + "\n")
+    pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_iou"} for r in rows]).to_csv(
+        out / "probe.csv", index=False
+    )
+    table = Table(title=f"frozen-feature probe ({classifier}), test mIoU over {seeds} seeds")
+    for column in ("encoder", "mIoU mean ± std", "paired diff", "p"):
+        table.add_column(column)
+    for entry in summary:
+        diff = next((v for k, v in entry.items() if k.startswith("diff_to_")), None)
+        table.add_row(
+            entry["encoder"],
+            f"{entry['miou_mean']:.3f} ± {entry['miou_std']:.3f}",
+            "" if diff is None else f"{diff:+.3f}",
+            "" if diff is None else f"{entry['p_value']:.3g}",
+        )
+    Console(width=120).print(table)
+    print(f"probe results written to {out / 'probe.json'}")
+
+
 # --- stage 4: full-scene prediction and deployment ----------------------------------------
 
 

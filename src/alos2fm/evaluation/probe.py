@@ -1,0 +1,269 @@
+"""Frozen-feature probes: how much land cover an encoder's features hold, without training it.
+
+Fine-tuning comparisons of encoders are noisy (every run re-trains a decoder and the
+encoder); a probe keeps the encoder frozen and fits only a per-pixel classifier on its
+multi-scale features, so many seeds are cheap and differences between encoders (random,
+SimMIM, SAR-W-SimMIM, MixMAE, imported weights) have a small spread.
+
+Per encoder and seed: the four feature maps of every training patch (cut into tiles of
+the encoder's input size) are upsampled to pixels (bilinear) and concatenated;
+``train_pixels`` labelled pixels are drawn (seeded) and a classifier is fitted —
+``linear`` (multinomial logistic regression on standardised features, balanced class
+weights) or ``rf`` (a Random Forest); it is scored on up to ``eval_pixels`` labelled
+pixels of each evaluation split from one confusion matrix (``alos2fm.evaluation.metrics``).
+A random encoder is drawn anew per seed. ``compare_encoders`` adds paired differences
+to the first encoder over seeds with a paired t-test.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from alos2fm.data.classes import IGNORE_INDEX
+from alos2fm.errors import Alos2fmError
+
+Classifier = Literal["linear", "rf"]
+RANDOM = "random"
+
+
+class ProbeError(Alos2fmError):
+    """Inputs a probe cannot run on."""
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    seeds: int = 10
+    train_pixels: int = 20000
+    eval_pixels: int = 200000
+    classifier: Classifier = "linear"
+    splits: tuple[str, ...] = ("val", "test")
+    batch_size: int = 16
+
+
+def load_frozen_encoder(source: str | Path, seed: int, architecture: dict[str, Any]) -> Any:
+    """The encoder of an ``encoder.safetensors`` (its ``encoder.json`` beside it names the
+    architecture), or a random one of ``architecture`` (seeded) for ``source="random"``."""
+    from alos2fm.models.backbones import build_encoder
+    from alos2fm.models.segmenter import Segmenter, load_encoder_weights
+
+    torch.manual_seed(seed)
+    if str(source) == RANDOM:
+        encoder = build_encoder(architecture)
+    else:
+        encoder = build_encoder(encoder_architecture(source))
+        load_encoder_weights(Segmenter(encoder, num_classes=2, decoder_channels=8), source)
+    return encoder.eval().requires_grad_(False)
+
+
+def encoder_architecture(path: str | Path) -> dict[str, Any]:
+    """The ``encoder`` entry of the ``encoder.json`` beside an ``encoder.safetensors``."""
+    meta = Path(path).with_name("encoder.json")
+    try:
+        return dict(json.loads(meta.read_text())["encoder"])
+    except (OSError, ValueError, KeyError) as err:
+        raise ProbeError(
+            f"cannot read the encoder's architecture ({err})", meta, "keep encoder.json beside it"
+        ) from None
+
+
+@torch.inference_mode()
+def pixel_features(encoder: Any, images: torch.Tensor) -> torch.Tensor:
+    """(B, F, H, W): the encoder's four maps, each layer-normalised over its channels and
+    upsampled to the input's pixels, concatenated."""
+    from alos2fm.models.backbones import encoder_features
+
+    size = images.shape[-2:]
+    maps = []
+    for feature in encoder_features(encoder, images):
+        feature = torch.nn.functional.layer_norm(
+            feature.permute(0, 2, 3, 1), feature.shape[1:2]
+        ).permute(0, 3, 1, 2)
+        maps.append(torch.nn.functional.interpolate(feature, size, mode="bilinear"))
+    return torch.cat(maps, dim=1)
+
+
+def _tiles(image: torch.Tensor, label: torch.Tensor, size: int):
+    """Non-overlapping ``size`` tiles covering a patch (the last ones moved inside)."""
+    from alos2fm.data.tiling import tile_origins
+
+    for top in tile_origins(image.shape[-2], size, 0):
+        for left in tile_origins(image.shape[-1], size, 0):
+            yield (
+                image[..., top : top + size, left : left + size],
+                label[top : top + size, left : left + size],
+            )
+
+
+def sample_features(
+    encoder: Any,
+    dataset: Any,
+    normalise: Any,
+    size: int,
+    pixels: int,
+    rng: np.random.Generator,
+    batch_size: int = 16,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (N, F), labels (N,)) of ``pixels`` labelled pixels drawn uniformly among
+    all labelled pixels of ``dataset`` (reservoir-free: pixels are drawn per patch in
+    proportion to its labelled count)."""
+    counts = np.array(
+        [int((dataset[i]["label"] != IGNORE_INDEX).sum()) for i in range(len(dataset))]
+    )
+    if counts.sum() == 0:
+        raise ProbeError("no labelled pixel in this split", dataset.root)
+    take = rng.multinomial(min(pixels, int(counts.sum())), counts / counts.sum())
+    features, labels = [], []
+    tiles, wanted = [], []
+    for i in np.flatnonzero(take):
+        item = dataset[int(i)]
+        for image, label in _tiles(item["image"], item["label"], size):
+            tiles.append((image, label))
+        wanted.append((len(tiles), int(take[i])))
+    # Features of every tile of the chosen patches, then the drawn pixels of each patch.
+    start = 0
+    for end, count in wanted:
+        patch_tiles = tiles[start:end]
+        start = end
+        feats, labs = [], []
+        for b in range(0, len(patch_tiles), batch_size):
+            chunk = patch_tiles[b : b + batch_size]
+            images = normalise(torch.stack([t[0] for t in chunk]))
+            f = pixel_features(encoder, images)
+            feats.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
+            labs.append(torch.stack([t[1] for t in chunk]).reshape(-1))
+        feats, labs = torch.cat(feats), torch.cat(labs)
+        labelled = torch.nonzero(labs != IGNORE_INDEX).squeeze(1).numpy()
+        chosen = rng.choice(labelled, size=min(count, len(labelled)), replace=False)
+        features.append(feats[chosen].numpy())
+        labels.append(labs[chosen].numpy())
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def fit_classifier(features: np.ndarray, labels: np.ndarray, kind: Classifier, seed: int) -> Any:
+    try:
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+    except ImportError:
+        raise ProbeError("probes need scikit-learn", hint="pip install 'alos2fm[study]'") from None
+    if kind == "linear":
+        model = make_pipeline(
+            StandardScaler(),
+            LogisticRegression(max_iter=500, class_weight="balanced", random_state=seed),
+        )
+    elif kind == "rf":
+        model = RandomForestClassifier(
+            n_estimators=100, min_samples_leaf=2, class_weight="balanced", random_state=seed
+        )
+    else:
+        raise ProbeError(f"unknown probe classifier {kind!r}", hint="linear or rf")
+    return model.fit(features, labels)
+
+
+def run_probe(
+    data: str | Path,
+    encoders: Sequence[str | Path],
+    settings: ProbeSettings = ProbeSettings(),
+    architecture: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """One row per (encoder, seed, split): mIoU, OA and per-class IoU of the probe."""
+    from alos2fm.data.dataset import PatchDataset
+    from alos2fm.data.store import read_stats
+    from alos2fm.evaluation.metrics import segmentation_scores
+    from alos2fm.train.data import dataset_normalisation
+
+    data = Path(data)
+    stats = read_stats(data)
+    names = stats.get("class_names") or [f"class_{i}" for i in range(int(stats["num_classes"]))]
+    normalise = dataset_normalisation(data)
+    architecture = architecture or _first_architecture(encoders)
+    train = PatchDataset(data, "train", with_labels=True)
+    evaluated = {s: PatchDataset(data, s, with_labels=True) for s in settings.splits}
+    rows = []
+    for source in encoders:
+        for seed in range(settings.seeds):
+            encoder = load_frozen_encoder(source, seed, architecture)
+            size = int(_encoder_size(source, architecture))
+            rng = np.random.default_rng(seed)
+            x, y = sample_features(encoder, train, normalise, size, settings.train_pixels, rng)
+            model = fit_classifier(x, y, settings.classifier, seed)
+            for split, dataset in evaluated.items():
+                xs, ys = sample_features(
+                    encoder, dataset, normalise, size, settings.eval_pixels, rng
+                )
+                matrix = np.zeros((len(names), len(names)), dtype=np.int64)
+                np.add.at(matrix, (ys, model.predict(xs)), 1)
+                scores = segmentation_scores(torch.from_numpy(matrix), names)
+                rows.append(
+                    {
+                        "encoder": _name(source),
+                        "seed": seed,
+                        "split": split,
+                        "miou": scores["miou"],
+                        "overall_accuracy": scores["overall_accuracy"],
+                        "per_class_iou": {n: scores["per_class"][n]["iou"] for n in names},
+                    }
+                )
+    return rows
+
+
+def compare_encoders(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """Mean ± std of mIoU per encoder over seeds, and the paired difference to the first
+    encoder with a two-sided paired t-test (p-value)."""
+    from scipy.stats import ttest_rel
+
+    by_encoder: dict[str, dict[int, float]] = {}
+    for row in rows:
+        if row["split"] == split:
+            by_encoder.setdefault(row["encoder"], {})[row["seed"]] = row["miou"]
+    reference_name, reference = next(iter(by_encoder.items()))
+    summary = []
+    for name, scores in by_encoder.items():
+        values = np.array([scores[s] for s in sorted(scores)])
+        entry = {
+            "encoder": name,
+            "seeds": len(values),
+            "miou_mean": float(values.mean()),
+            "miou_std": float(values.std(ddof=1)) if len(values) > 1 else math.nan,
+        }
+        if name != reference_name:
+            seeds = sorted(set(scores) & set(reference))
+            diff = np.array([scores[s] - reference[s] for s in seeds])
+            entry["diff_to_" + reference_name] = float(diff.mean())
+            entry["p_value"] = (
+                float(ttest_rel([scores[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
+                if len(seeds) > 1 and diff.std() > 0
+                else math.nan
+            )
+        summary.append(entry)
+    return summary
+
+
+def _name(source: str | Path) -> str:
+    if str(source) == RANDOM:
+        return RANDOM
+    path = Path(source)
+    return path.parent.name or path.stem
+
+
+def _first_architecture(encoders: Sequence[str | Path]) -> dict[str, Any]:
+    for source in encoders:
+        if str(source) != RANDOM:
+            return encoder_architecture(source)
+    raise ProbeError(
+        "a random encoder alone has no architecture", hint="pass --preset NAME for its model"
+    )
+
+
+def _encoder_size(source: str | Path, architecture: dict[str, Any]) -> int:
+    spec = architecture if str(source) == RANDOM else encoder_architecture(source)
+    return int(spec.get("img_size", 256))
