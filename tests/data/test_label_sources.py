@@ -347,3 +347,26 @@ def test_split_map_gives_one_patch_per_split_with_only_its_labels(tmp_path):
     at = index[(index["row"] == 32) & (index["col"] == 32)]
     assert sorted(at["split"]) == ["test", "train", "val"]
     assert result.splits == {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}
+
+
+def test_caps_exclusions_and_class_weights_use_the_table_of_any_source(tmp_path):
+    """Balancing by the water-mask table's class names; weights from its pixel counts."""
+    chip = _chip(tmp_path)
+    write_tif(tmp_path / "mask.tif", _water_mask(), crs="EPSG:4326", transform=CHIP)
+    result, out = _prepare(
+        tmp_path,
+        [chip],
+        labels=[tmp_path / "mask.tif"],
+        classes="water_mask",
+        caps=["Not water=2"],
+        split_fractions="1,0,0",
+    )
+    index = store.read_index(out)
+    assert (index["category"] == 0).sum() == 2  # capped by name
+    assert (index["category"] == 1).sum() == result.patches - 2
+    distribution = (out / "class_distribution.csv").read_text()
+    assert "Not water" in distribution and "Water" in distribution
+    stats = store.read_stats(out)
+    counts = np.array(stats["class_pixel_counts"])
+    assert counts.sum() > 0 and len(stats["class_weights"]) == 2
+    assert stats["class_weights"] == pytest.approx(store.median_frequency_weights(counts))
