@@ -66,7 +66,11 @@ def test_mixmae_checkpoint_converts_to_an_unshifted_encoder_with_identical_outpu
     conversion = convert(load_checkpoint_safely(path), path)
     config = conversion.encoder_config
     assert conversion.format == "mixmae"
-    assert (config["shift"], config["ape"], config["window_size"]) == (False, "sincos", [4, 4, 4, 2])
+    assert (config["shift"], config["ape"], config["window_size"]) == (
+        False,
+        "sincos",
+        [4, 4, 4, 2],
+    )
     rebuilt = create_encoder(**config).eval()
     rebuilt.load_state_dict(conversion.encoder_state, strict=True)
     _assert_same_function(original, rebuilt, 2)
@@ -100,7 +104,9 @@ def test_paper_swin_b_files_have_the_published_entry_counts(tmp_path: Path) -> N
     assert len(content["model"]) == 456
     conversion = convert(content, path)
     assert len(conversion.encoder_state) + 24 == 352
-    assert conversion.encoder_config["img_size"] == 128 and conversion.encoder_config["in_chans"] == 2
+    assert (
+        conversion.encoder_config["img_size"] == 128 and conversion.encoder_config["in_chans"] == 2
+    )
 
 
 def test_container_objects_load_without_their_packages_and_nothing_else_unpickles(
@@ -151,7 +157,9 @@ def test_a_timm_layout_dict_is_refused_rather_than_shifted_into_the_wrong_stages
 def test_ape_tokens_are_read_row_major(tmp_path: Path) -> None:
     state = to_authors_layout(_simmim_encoder())
     tokens = state["absolute_pos_embed"].shape[1]  # 16 x 16 grid
-    state["absolute_pos_embed"] = torch.arange(float(tokens)).view(1, tokens, 1).expand(1, tokens, 8)
+    state["absolute_pos_embed"] = (
+        torch.arange(float(tokens)).view(1, tokens, 1).expand(1, tokens, 8)
+    )
     converted, _ = convert_encoder(state, infer_encoder_config(state, "simmim", tmp_path), tmp_path)
     grid = converted["patch_embed.absolute_pos_embed"]
     assert grid.shape == (1, 16, 16, 8)

@@ -29,8 +29,10 @@ checkpoint ``{"state_dict": {"segmenter.<key>": tensor, ...}, "hyper_parameters"
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -50,6 +52,9 @@ NODATA = 255
 BLOCK = 256  # GeoTIFF block side; writes are aligned to it
 QUICKLOOK_MAX_SIDE = 1024
 STATE_PREFIX = "segmenter."  # where FinetuneModule keeps the model in its state_dict
+GENERIC_BAND = re.compile(r"(DB|B|BAND)\d+", re.IGNORECASE)
+
+log = logging.getLogger(__name__)
 
 
 class PredictionError(Alos2fmError):
@@ -70,9 +75,13 @@ class InferenceMeta:
     class_names: tuple[str, ...]
     class_colours: tuple[tuple[int, int, int], ...]
     patch_size: int
+    # Multilook and speckle filter of the training data (``Preprocessing.as_dict``); None in
+    # checkpoints written before the dataset's preprocessing was recorded.
+    preprocessing: Mapping[str, Any] | None = None
 
     def hparams(self) -> dict[str, Any]:
         """The checkpoint ``hyper_parameters`` entries (plain lists and dicts)."""
+        recorded = {} if self.preprocessing is None else {"preprocessing": dict(self.preprocessing)}
         return {
             "model": dict(self.model),
             "data": {
@@ -80,7 +89,8 @@ class InferenceMeta:
                 "mean": list(self.mean_db),
                 "std": list(self.std_db),
                 "patch_size": self.patch_size,
-            },
+            }
+            | recorded,
             "classes": {
                 "names": list(self.class_names),
                 "colours": [list(c) for c in self.class_colours],
@@ -99,6 +109,7 @@ class InferenceMeta:
                 class_names=tuple(classes["names"]),
                 class_colours=tuple(tuple(int(v) for v in c) for c in classes["colours"]),
                 patch_size=int(data["patch_size"]),
+                preprocessing=data.get("preprocessing"),
             )
         except (KeyError, TypeError) as err:
             raise WeightsError(
@@ -223,11 +234,24 @@ class PredictionResult:
     seconds: float
 
 
+def _is_generic(bands: Sequence[str]) -> bool:
+    """Band names that say nothing about polarisation (a dB GeoTIFF's "DB1", "DB2", ...)."""
+    return all(GENERIC_BAND.fullmatch(band) for band in bands)
+
+
 def _band_indices(product: Product, meta: InferenceMeta) -> list[int]:
-    """Which product bands feed the model, in the model's order."""
+    """Which product bands feed the model, in the model's order: by name; by position only
+    where one side's names are generic (with a warning), never between named polarisations."""
     if all(band in product.bands for band in meta.bands):
         return [product.bands.index(band) for band in meta.bands]
-    if len(product.bands) == len(meta.bands):  # e.g. a generic dB GeoTIFF ("DB1", ...)
+    generic = _is_generic(product.bands) or _is_generic(meta.bands)
+    if generic and len(product.bands) == len(meta.bands):
+        log.warning(
+            "%s: bands %s fed by position as the model's %s (generic names cannot be checked)",
+            product.path,
+            list(product.bands),
+            list(meta.bands),
+        )
         return list(range(len(meta.bands)))
     raise PredictionError(
         f"the model needs bands {list(meta.bands)}, the product has {list(product.bands)}",
@@ -438,10 +462,13 @@ def predict_product(
                 writer.add(finished)
             writer.close()
         for partial, target in zip(partials, targets, strict=True):
-            os.replace(partial, target)
+            cog = target.with_name(f".{target.name}.cog.partial")
+            _write_cog(partial, cog)
+            os.replace(cog, target)
     finally:
-        for partial in partials:
+        for partial, target in zip(partials, targets, strict=True):
             partial.unlink(missing_ok=True)
+            target.with_name(f".{target.name}.cog.partial").unlink(missing_ok=True)
 
     quicklook = _write_quicklook(out, meta) if options.quicklook else None
     return PredictionResult(
@@ -451,6 +478,23 @@ def predict_product(
         tiles=tiles,
         pixels=height * width,
         seconds=time.perf_counter() - started,
+    )
+
+
+def _write_cog(tiled: Path, out: Path) -> None:
+    """A Cloud-Optimized GeoTIFF of the streamed map: internal overviews (nearest class,
+    so a national map opens at any zoom without resampling classes into new ones), the
+    colour table and class-name tags copied; GDAL's COG driver reads the map block by block."""
+    from rasterio.shutil import copy as copy_raster
+
+    copy_raster(
+        tiled,
+        out,
+        driver="COG",
+        COMPRESS="DEFLATE",
+        BLOCKSIZE=BLOCK,
+        OVERVIEW_RESAMPLING="NEAREST",
+        BIGTIFF="IF_SAFER",
     )
 
 
@@ -483,12 +527,21 @@ def predict_scene(
 ) -> PredictionResult:
     """``alos2fm predict``: open any product that preparation reads, load the checkpoint,
     predict and write the map (see :func:`predict_product`)."""
+    from alos2fm.data.recipe import Preprocessing
     from alos2fm.products import open_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
-    product = open_product(product_path, bands=meta.bands)
+    product = source = open_product(product_path, bands=meta.bands)
+    if meta.preprocessing is None:
+        log.warning(
+            "%s does not record the training data's preprocessing: the product is used as "
+            "read (no multilook, no speckle filter)",
+            checkpoint,
+        )
+    else:
+        product = Preprocessing.from_dict(meta.preprocessing).apply(source)
     try:
         return predict_product(product, model, meta, out, options)
     finally:
-        if callable(close := getattr(product, "close", None)):  # GeoTIFF readers hold a file
+        if callable(close := getattr(source, "close", None)):  # GeoTIFF readers hold a file
             close()

@@ -194,6 +194,7 @@ def _write_segmenter(
     converted weights (so its layout is the engine's, whatever else the module keeps)."""
     import lightning
 
+    from alos2fm.data.recipe import Preprocessing
     from alos2fm.train.config import resolve_config
     from alos2fm.train.finetune import FinetuneModule
 
@@ -216,7 +217,13 @@ def _write_segmenter(
             "decoder_channels": width,
             "decoder": "authors_upernet",
         },
-        data=ALOS2_HH | {"patch_size": conversion.encoder_config["img_size"], "units": "dB"},
+        data=ALOS2_HH
+        | {
+            "patch_size": conversion.encoder_config["img_size"],
+            "units": "dB",
+            # The authors' patches are L2.1 pixels as read: no multilook, no speckle filter.
+            "preprocessing": Preprocessing().as_dict(),
+        },
         classes=classes,
         class_weights=list(AUTHORS_CLASS_WEIGHTS) if classifier.shape[0] == 9 else None,
     )

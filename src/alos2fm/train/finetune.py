@@ -233,7 +233,11 @@ def run_finetune(
     Returns the path of ``best.ckpt``; ``RUN/test/`` holds metrics.json and figures.
     """
     from alos2fm.models.segmenter import load_encoder_weights
-    from alos2fm.train.pretrained import check_encoder_fits, finetune_normalisation, read_encoder_meta
+    from alos2fm.train.pretrained import (
+        check_encoder_fits,
+        finetune_normalisation,
+        read_encoder_meta,
+    )
 
     last = prepare_run_folder(out, resume)
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
