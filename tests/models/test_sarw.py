@@ -97,3 +97,41 @@ def test_weighted_masked_mean_hand_case():
     # masked pixel 0: channels 1 and 5, weights 2 and 1; one masked pixel x two channels
     assert weighted_masked_mean(error, mask, weight).item() == pytest.approx((2 + 5) / 2)
     assert weighted_masked_mean(error, mask).item() == pytest.approx((1 + 5) / 2)
+
+
+def _two_levels_and_a_speckle_peak() -> torch.Tensor:
+    """Left half -20 dB, right half -10 dB, one pixel at +10 dB (a speckle peak)."""
+    db = torch.full((1, 1, 32, 32), -20.0)
+    db[..., 16:] = -10.0
+    db[0, 0, 8, 24] = 10.0
+    return db
+
+
+def test_a_speckle_peak_flattens_min_max_weights_but_not_the_robust_variants():
+    db = _two_levels_and_a_speckle_peak()
+    dark, bright = (0, 0, 4, 4), (0, 0, 28, 28)
+    plain = sar_weights(db)
+    # The peak (1000x the bright level in power) takes the whole range: both levels ~ e.
+    assert plain[dark] == pytest.approx(math.e, rel=1e-3)
+    assert plain[bright] == pytest.approx(math.e, rel=1e-2)  # x = 0.09 / 9.99
+    robust = sar_weights(db, range_rule="percentile", percentiles=(1.0, 99.0))
+    assert robust[dark] == pytest.approx(math.e, rel=1e-3)  # the p1 is the dark level
+    assert robust[bright] == pytest.approx(1.0, rel=1e-3)  # the p99 is the bright level
+    smooth = sar_weights(db, range_rule="boxcar", boxcar=5)
+    assert smooth[dark] == pytest.approx(math.e, rel=1e-3)
+    # The averaged peak (1000 + 24 x 10) / 25 x -> still the max, but the bright level now
+    # sits at x = (0.1 - 0.01) / (49.6 - 0.01) instead of 0.1 / 10, and a window holding
+    # the peak is lighter than both: the weights keep the scene's order.
+    assert smooth[bright] < smooth[dark] and smooth[0, 0, 8, 24] < smooth[bright]
+
+
+def test_percentile_weights_match_a_hand_computed_mapping():
+    # Powers 1..100 (row-major) in one 10 x 10 image: torch's linear-interpolated
+    # p10 = 10.9 and p90 = 90.1; x = (p - 10.9) / (90.1 - 10.9), clipped to [0, 1].
+    power = torch.arange(1, 101, dtype=torch.float32).view(1, 1, 10, 10)
+    db = 10 * torch.log10(power)
+    w = sar_weights(db, range_rule="percentile", percentiles=(10.0, 90.0))
+    x = ((power - 10.9) / (90.1 - 10.9 + 1e-6)).clamp(0, 1)
+    assert torch.allclose(w, torch.exp(1 - x), atol=1e-4)
+    with pytest.raises(ValueError, match="percentiles"):
+        sar_weights(db, range_rule="percentile", percentiles=(50.0, 20.0))

@@ -14,17 +14,25 @@ the per-pixel error before the reduction (``weighted_masked_mean``).
 The authors' code computed the weight from the *standardised* input instead of dB, which
 compresses its range; ``weights_from_source`` keeps both so that the difference can be
 ablated, with the documented method (``"db"``) as the default.
+
+Single-look speckle puts a few pixels of every patch far above the rest, so the plain
+min-max (``range_rule="minmax"``, the documented one) is set by speckle peaks and x is
+near 0 almost everywhere: on 64-px windows the weights are nearly flat. Two variants make
+the range follow the scene instead: ``"boxcar"`` takes x (range and value) from the power
+averaged over ``boxcar`` x ``boxcar`` pixels (despeckled), ``"percentile"`` maps the
+``percentiles`` (p1, p99 by default) of the power to 0 and 1 and clips outside.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 WeightMode = Literal["per_channel", "shared_avg"]
 WeightSource = Literal["db", "normalized"]
+RangeRule = Literal["minmax", "boxcar", "percentile"]
 
 # Added to (max - min) so that a flat image gives x = 0 everywhere instead of 0 / 0.
 _RANGE_EPS = 1e-6
@@ -35,6 +43,9 @@ def sar_weights(
     scale: float = 1.0,
     mode: WeightMode = "per_channel",
     valid: Tensor | None = None,
+    range_rule: RangeRule = "minmax",
+    boxcar: int = 5,
+    percentiles: tuple[float, float] = (1.0, 99.0),
 ) -> Tensor:
     """SAR-W weight of every pixel, from backscatter in dB.
 
@@ -47,6 +58,8 @@ def sar_weights(
         valid: optional bool mask, (B, H, W) or broadcastable to (B, C, H, W); False marks
             no-data pixels. They are left out of the min and max and get weight 0, so that
             they drop out of a weighted loss.
+        range_rule, boxcar, percentiles: how the power is mapped to x in [0, 1] (see the
+            module docstring); ``"minmax"`` is the published method.
 
     Returns:
         Weights, float32, shape (B, C, H, W), unitless: e^s at the darkest valid pixel of each
@@ -69,14 +82,47 @@ def sar_weights(
     if mode == "shared_avg":
         valid = valid.all(dim=1, keepdim=True)
 
-    lowest = torch.where(valid, linear, torch.inf).amin(dim=(-2, -1), keepdim=True)
-    highest = torch.where(valid, linear, -torch.inf).amax(dim=(-2, -1), keepdim=True)
+    if range_rule == "boxcar":
+        linear = _valid_boxcar(linear, valid, boxcar)
+    if range_rule == "percentile":
+        lowest, highest = _valid_percentiles(linear, valid, percentiles)
+    elif range_rule in ("minmax", "boxcar"):
+        lowest = torch.where(valid, linear, torch.inf).amin(dim=(-2, -1), keepdim=True)
+        highest = torch.where(valid, linear, -torch.inf).amax(dim=(-2, -1), keepdim=True)
+    else:
+        raise ValueError(f"unknown SAR-W range rule {range_rule!r}: minmax, boxcar, percentile")
     # An image (channel) with no valid pixel has lowest=inf: give it an empty range, weight 0.
     lowest = torch.where(torch.isfinite(lowest), lowest, 0.0)
     highest = torch.where(torch.isfinite(highest), highest, 0.0)
     x = ((linear - lowest) / (highest - lowest + _RANGE_EPS)).clamp(0.0, 1.0)
     weights = torch.exp(scale * (1.0 - x)) * valid
     return weights.expand_as(db).contiguous()
+
+
+def _valid_boxcar(linear: Tensor, valid: Tensor, size: int) -> Tensor:
+    """Mean of the valid pixels in each ``size`` x ``size`` window (same shape)."""
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"SAR-W boxcar size must be odd and >= 1, got {size}")
+    weight = valid.to(linear.dtype)
+    pool = torch.nn.functional.avg_pool2d
+    total = pool(linear * weight, size, stride=1, padding=size // 2, count_include_pad=True)
+    count = pool(weight, size, stride=1, padding=size // 2, count_include_pad=True)
+    return torch.where(count > 0, total / count.clamp_min(1e-12), linear)
+
+
+def _valid_percentiles(
+    linear: Tensor, valid: Tensor, percentiles: tuple[float, float]
+) -> tuple[Tensor, Tensor]:
+    """(low, high) percentiles of the valid pixels of each image and channel, (B, C, 1, 1)."""
+    low, high = percentiles
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(
+            f"SAR-W percentiles must satisfy 0 <= low < high <= 100, got {percentiles}"
+        )
+    values = torch.where(valid, linear, torch.nan).flatten(-2)
+    q = torch.tensor([low / 100.0, high / 100.0], dtype=values.dtype, device=values.device)
+    bounds = torch.nanquantile(values, q, dim=-1)  # (2, B, C)
+    return bounds[0][..., None, None], bounds[1][..., None, None]
 
 
 def weights_from_source(
@@ -86,18 +132,19 @@ def weights_from_source(
     scale: float = 1.0,
     mode: WeightMode = "per_channel",
     valid: Tensor | None = None,
+    **range_options: Any,
 ) -> Tensor:
     """SAR-W weights from the chosen source, both (B, C, H, W).
 
     ``source="db"`` (the documented method) uses the calibrated backscatter in dB;
     ``source="normalized"`` reproduces the authors' code, which fed the standardised input
-    ``(dB - mean) / std`` to the same formula as if it were dB. Other arguments as in
-    ``sar_weights``.
+    ``(dB - mean) / std`` to the same formula as if it were dB. Other arguments (and
+    ``range_rule``, ``boxcar``, ``percentiles``) as in ``sar_weights``.
     """
     if source == "db":
-        return sar_weights(db, scale=scale, mode=mode, valid=valid)
+        return sar_weights(db, scale=scale, mode=mode, valid=valid, **range_options)
     if source == "normalized":
-        return sar_weights(normalized, scale=scale, mode=mode, valid=valid)
+        return sar_weights(normalized, scale=scale, mode=mode, valid=valid, **range_options)
     raise ValueError(f"unknown SAR-W source {source!r}: use 'db' or 'normalized'")
 
 

@@ -12,6 +12,10 @@ the ALOS-2 tutorial (arXiv 2603.15119) on Swin-B and one HH channel:
 4. the loss (L1 by default; MSE or Huber) counts masked pixels only, optionally weighted
    per pixel by SAR-W (``alos2fm.models.sarw``).
 
+The target is the input's pixels (the paper) or, selectable, a speckle-robust one
+(``alos2fm.models.targets``): its local mean, or its HOG per ``hog_cell``-px cell, which
+the decoder then predicts at cell resolution (PixelShuffle by stride / cell).
+
 This module also holds what SimMIM and MixMAE share: ``PretrainOutput``, the
 ``PretrainModel`` base (encoder config, encoder weights, no-decay names) and the mask
 helpers ``random_unit_mask`` and ``repeat_grid``.
@@ -38,8 +42,10 @@ from alos2fm.models.backbones import (
     resolve_encoder_config,
 )
 from alos2fm.models.sarw import weighted_masked_mean
+from alos2fm.models.targets import hog, local_mean
 
 PixelLoss = Literal["l1", "mse", "huber"]
+Target = Literal["pixels", "local_mean", "hog"]
 
 
 @dataclass
@@ -110,6 +116,8 @@ class SimMIM(PretrainModel):
             the image size (16 in the paper: 4 x 4 Swin patches).
         mask_ratio: fraction of mask units hidden, in (0, 1).
         loss: per-pixel error: ``"l1"`` (paper), ``"mse"`` or ``"huber"`` (delta 1).
+        target: ``"pixels"`` (paper), ``"local_mean"`` (``target_size`` px boxcar) or
+            ``"hog"`` (``hog_bins`` orientations per ``hog_cell``-px cell).
     """
 
     def __init__(
@@ -118,6 +126,10 @@ class SimMIM(PretrainModel):
         mask_unit: int = 16,
         mask_ratio: float = 0.6,
         loss: PixelLoss = "l1",
+        target: Target = "pixels",
+        target_size: int = 5,
+        hog_cell: int = 8,
+        hog_bins: int = 9,
     ):
         super().__init__(encoder)
         patch = self.encoder.patch_embed.patch_size[0]
@@ -131,6 +143,20 @@ class SimMIM(PretrainModel):
             raise ModelConfigError(f"mask_ratio {mask_ratio} is not in (0, 1)")
         if loss not in ("l1", "mse", "huber"):
             raise ModelConfigError(f"unknown SimMIM loss {loss!r}", hint="use l1, mse or huber")
+        if target not in ("pixels", "local_mean", "hog"):
+            raise ModelConfigError(
+                f"unknown SimMIM target {target!r}", hint="use pixels, local_mean or hog"
+            )
+        if target == "hog" and (self.stride % hog_cell or mask_unit % hog_cell):
+            raise ModelConfigError(
+                f"HOG cell {hog_cell} px must divide the encoder stride {self.stride} and "
+                f"the mask unit {mask_unit}",
+                hint="e.g. simmim.hog_cell=8",
+            )
+        self.target = target
+        self.target_size = target_size
+        self.hog_cell = hog_cell
+        self.hog_bins = hog_bins
         self.mask_unit = mask_unit
         self.mask_ratio = mask_ratio
         self.loss_name = loss
@@ -138,9 +164,13 @@ class SimMIM(PretrainModel):
 
         embed_dim = self.encoder.patch_embed.proj.out_channels
         self.mask_token = nn.Parameter(trunc_normal_(torch.zeros(1, 1, embed_dim), std=0.02))
+        # Pixels: stride^2 x C outputs per token, shuffled to pixels; HOG: one histogram of
+        # C x bins per cell, (stride / cell)^2 cells per token.
+        factor = self.stride // hog_cell if target == "hog" else self.stride
+        per_position = self.in_chans * (hog_bins if target == "hog" else 1)
         self.decoder = nn.Sequential(
-            nn.Conv2d(self.encoder.num_features, self.stride**2 * self.in_chans, kernel_size=1),
-            nn.PixelShuffle(self.stride),
+            nn.Conv2d(self.encoder.num_features, factor**2 * per_position, kernel_size=1),
+            nn.PixelShuffle(factor),
         )
 
     def random_mask(self, batch: int, device: torch.device | None = None) -> Tensor:
@@ -192,5 +222,26 @@ class SimMIM(PretrainModel):
         latent = self.forward_encoder(x, repeat_grid(unit_mask, self.patches_per_unit))
         pred = self.decoder(latent).float()  # the loss in fp32 also under autocast
         pixel_mask = repeat_grid(unit_mask, self.mask_unit).unsqueeze(1)
-        loss = self.forward_loss(x.float(), pred, pixel_mask, weight)
+        if self.target == "hog":
+            return self._hog_step(x.float(), pred, unit_mask, pixel_mask, weight)
+        target = x.float()
+        if self.target == "local_mean":
+            target = local_mean(target, self.target_size)
+        loss = self.forward_loss(target, pred, pixel_mask, weight)
         return PretrainOutput(loss=loss, pred=pred, mask=pixel_mask)
+
+    def _hog_step(
+        self, x: Tensor, pred: Tensor, unit_mask: Tensor, pixel_mask: Tensor, weight: Tensor | None
+    ) -> PretrainOutput:
+        """Loss on the HOG of masked cells; ``pred`` shown as the predicted histogram's total
+        per channel, at pixel resolution (a picture of where edges are expected)."""
+        cell, bins = self.hog_cell, self.hog_bins
+        target = hog(x, cell, bins)
+        cell_mask = repeat_grid(unit_mask, self.mask_unit // cell).unsqueeze(1)
+        cell_weight = None
+        if weight is not None:  # a cell weighs the mean of its pixels' weights
+            cell_weight = F.avg_pool2d(weight.float(), cell).repeat_interleave(bins, dim=1)
+        loss = self.forward_loss(target, pred, cell_mask, cell_weight)
+        batch, _, h, w = pred.shape
+        energy = pred.view(batch, self.in_chans, bins, h, w).sum(dim=2)
+        return PretrainOutput(loss=loss, pred=repeat_grid(energy, cell), mask=pixel_mask)

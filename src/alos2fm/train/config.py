@@ -181,6 +181,12 @@ class SimMIMConfig(_Frozen):
     mask_unit: int = Field(16, ge=1, description="pixels per side of a mask unit")
     mask_ratio: float = Field(0.6, gt=0.0, lt=1.0)
     loss: Literal["l1", "mse", "huber"] = "l1"
+    # What is reconstructed: the input (the paper), its local mean or its HOG (speckle-
+    # robust targets, see alos2fm.models.targets).
+    target: Literal["pixels", "local_mean", "hog"] = "pixels"
+    target_size: int = Field(5, ge=1, description="local-mean window, px (odd)")
+    hog_cell: int = Field(8, ge=1)
+    hog_bins: int = Field(9, ge=2)
 
 
 class MixMAEConfig(_Frozen):
@@ -198,6 +204,11 @@ class WeightingConfig(_Frozen):
     scale: float = 1.0
     mode: Literal["per_channel", "shared_avg"] = "per_channel"
     source: Literal["db", "normalized"] = "db"
+    # How power maps to [0, 1]: the published min-max, or on boxcar-despeckled power, or
+    # between percentiles (speckle peaks no longer set the range); see alos2fm.models.sarw.
+    range_rule: Literal["minmax", "boxcar", "percentile"] = "minmax"
+    boxcar: int = Field(5, ge=1)
+    percentiles: tuple[float, float] = (1.0, 99.0)
 
 
 class PretrainConfig(_Frozen):

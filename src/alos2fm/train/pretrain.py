@@ -70,7 +70,15 @@ class PretrainModule(L.LightningModule):
         w = self.cfg.weighting
         if w.kind == "sar":
             return weights_from_source(
-                image_db, normalised, source=w.source, scale=w.scale, mode=w.mode, valid=valid
+                image_db,
+                normalised,
+                source=w.source,
+                scale=w.scale,
+                mode=w.mode,
+                valid=valid,
+                range_rule=w.range_rule,
+                boxcar=w.boxcar,
+                percentiles=w.percentiles,
             )
         return valid.unsqueeze(1).expand_as(image_db).to(image_db.dtype)
 
