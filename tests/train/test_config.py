@@ -60,7 +60,10 @@ def test_paper_simmim_is_the_published_recipe():
 
 def test_paper_mixmae_is_the_published_recipe():
     cfg = resolve_config("pretrain", "paper-mixmae")
-    _swin_b_at_256(cfg.model)
+    model = cfg.model
+    assert (model.embed_dim, model.depths, model.num_heads) == tuple(SWIN_B.values())
+    # MixMIM's encoder: per-stage windows, no shifted windows, a fixed sin-cos APE.
+    assert (model.window_size, model.shift, model.ape) == ((8, 8, 8, 4), False, "sincos")
     m = cfg.mixmae
     assert cfg.method == "mixmae"
     assert (m.mask_ratio, m.decoder_depth, m.decoder_dim, m.decoder_heads, m.norm_pix_loss) == (

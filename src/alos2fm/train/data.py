@@ -43,11 +43,17 @@ class Normalisation:
     mean_db: tuple[float, ...]
     std_db: tuple[float, ...]
 
-    def __call__(self, image_db: Tensor) -> Tensor:
-        """(B, C, H, W) dB -> (B, C, H, W) standardised (unitless)."""
+    def __call__(self, image_db: Tensor, valid: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) dB -> (B, C, H, W) standardised (unitless).
+
+        Pixels where ``valid`` (B, H, W) is False become 0, the band mean: the one no-data
+        rule of training, evaluation and ``alos2fm predict`` whatever the normalisation
+        (the dataset's own fill, its stats mean in dB, is not 0 under another's statistics).
+        """
         mean = image_db.new_tensor(self.mean_db).view(1, -1, 1, 1)
         std = image_db.new_tensor(self.std_db).view(1, -1, 1, 1)
-        return (image_db - mean) / std
+        standardised = (image_db - mean) / std
+        return standardised if valid is None else standardised.masked_fill(~valid[:, None], 0.0)
 
     def as_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "mean": list(self.mean_db), "std": list(self.std_db)}

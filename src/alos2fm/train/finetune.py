@@ -125,30 +125,30 @@ class FinetuneModule(L.LightningModule):
             pretrained=pretrained,
         )
 
-    def forward(self, image_db: Tensor) -> Tensor:
-        """(B, C, H, W) dB -> (B, K, H, W) logits."""
-        return self.segmenter(self.normalise(image_db))
+    def forward(self, image_db: Tensor, valid: Tensor | None = None) -> Tensor:
+        """(B, C, H, W) dB -> (B, K, H, W) logits; no-data pixels (``valid`` False) fed as 0."""
+        return self.segmenter(self.normalise(image_db, valid))
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = augment(batch, self.cfg.data, self.cfg.model.img_size)
-        loss = self.criterion(self(batch["image"]), batch["label"])
+        loss = self.criterion(self(batch["image"], batch.get("valid")), batch["label"])
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, sync_dist=True)
         return loss
 
-    def evaluation_logits(self, image_db: Tensor) -> Tensor:
+    def evaluation_logits(self, image_db: Tensor, valid: Tensor | None = None) -> Tensor:
         """Logits of whole patches as the scene map is predicted: one forward pass for
         patches of the model's size, else overlapping tiles blended as ``alos2fm predict``
         blends them (returned as log-probabilities, which every loss takes as logits)."""
         size = self.cfg.model.img_size
         if image_db.shape[-2:] == (size, size):
-            return self(image_db)
+            return self(image_db, valid)
         from alos2fm.evaluation.predict import predict_patches
 
-        probs = predict_patches(self.segmenter, self.normalise(image_db), size, size // 4)
+        probs = predict_patches(self.segmenter, self.normalise(image_db, valid), size, size // 4)
         return torch.log(probs.clamp_min(1e-12))
 
     def _evaluate(self, batch: dict[str, Tensor], matrix: ConfusionMatrix, prefix: str) -> None:
-        logits = self.evaluation_logits(batch["image"])
+        logits = self.evaluation_logits(batch["image"], batch.get("valid"))
         loss = self.criterion(logits, batch["label"])
         matrix.update(logits.argmax(dim=1), batch["label"])
         self.log(f"{prefix}/loss", loss, on_epoch=True, sync_dist=True)

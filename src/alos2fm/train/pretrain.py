@@ -84,7 +84,7 @@ class PretrainModule(L.LightningModule):
 
     def _step_inputs(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         image_db = batch["image"]
-        normalised = self.normalise(image_db)
+        normalised = self.normalise(image_db, batch["valid"])
         return normalised, self.pixel_weights(image_db, normalised, batch["valid"])
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
