@@ -14,17 +14,19 @@ from pathlib import Path
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``.
 
     If the block raises, the temporary file is removed and ``path`` is left as it was.
+    ``durable=False`` skips the flush to disk, for files committed later as a folder.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         yield tmp
-        with open(tmp, "rb") as written:  # the rename must not outrun the data to disk
-            os.fsync(written.fileno())
+        if durable:  # the rename must not outrun the data to disk
+            with open(tmp, "rb") as written:
+                os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -102,3 +104,17 @@ def test_dataloader_with_worker_processes(tmp_path):
     assert batch["label"].shape == (3, 4, 4)
     assert batch["index"].tolist() == [0, 2, 4]
     assert batch["image"][:, 0, 0, 0].tolist() == [0.0, -2.0, -4.0]
+
+
+def test_in_memory_dataset_gives_the_same_items_without_the_files(tmp_path):
+    _make_store(tmp_path)
+    dataset = PatchDataset(tmp_path, split="train")
+    on_disk = [dataset[i] for i in range(len(dataset))]
+    in_memory = PatchDataset(tmp_path, split="train", in_memory=True)
+    shutil.rmtree(tmp_path / "images")  # everything is in RAM already
+    shutil.rmtree(tmp_path / "labels")
+    assert len(in_memory) == len(on_disk) == 3
+    for i, item in enumerate(on_disk):
+        for key in ("image", "valid", "label"):
+            assert torch.equal(item[key], in_memory[i][key]), (i, key)
+        assert item["index"] == in_memory[i]["index"]

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import concurrent.futures as cf
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -60,11 +62,10 @@ def test_arrays_round_trip_with_nodata_and_unwritten_patches(tmp_path):
     arrays.labels[1] = np.arange(16, dtype=np.uint8).reshape(4, 4)
     store.resize_patch_arrays(arrays, 3)
 
-    # Zarr format 2 metadata: readable by zarr 2.18 as well as 3.x.
-    assert (tmp_path / "images" / ".zarray").exists()
+    assert (tmp_path / "images" / "zarr.json").exists()  # Zarr v3 metadata
     back = store.open_patch_arrays(tmp_path)
+    assert back.sharded and back.images.shard_patches == store.SHARD_PATCHES
     assert back.images.shape == (3, 2, 4, 4)
-    assert back.images.chunks == (1, 2, 4, 4)
     assert back.labels.shape == (3, 4, 4)
     assert back.bands == ("HH", "HV")
     got = np.asarray(back.images[1])
@@ -138,18 +139,76 @@ def test_export_patch_geotiff_keeps_values_and_georeference(tmp_path):
         store.export_patch_geotiff(root, "nope", tmp_path / "x.tif")
 
 
-def test_link_patch_copies_one_patch_between_stores(tmp_path):
-    source = store.create_patch_arrays(tmp_path / "a", 3, ["HH"], 4, with_labels=True)
-    store.create_patch_arrays(tmp_path / "b", 2, ["HH"], 4, with_labels=True)
-    values = np.arange(16, dtype=np.float32).reshape(1, 4, 4)
-    source.images[2] = values
-    source.labels[2] = np.full((4, 4), 3, dtype=np.uint8)
-    source.images[1] = values - 5  # labels of patch 1 never written
-    store.link_patch(tmp_path / "a", 2, tmp_path / "b", 1)
-    store.link_patch(tmp_path / "a", 1, tmp_path / "b", 0)
-    back = store.open_patch_arrays(tmp_path / "b")
-    assert np.array_equal(back.images[1], values) and np.all(np.asarray(back.labels[1]) == 3)
-    assert np.array_equal(back.images[0], values - 5) and np.all(np.asarray(back.labels[0]) == 255)
+def test_shards_hold_many_patches_and_zarr_reads_them(tmp_path):
+    arrays = store.create_patch_arrays(tmp_path, 600, ["HH"], 8, True, shard_patches=256)
+    rng = np.random.default_rng(0)
+    images = rng.normal(-12, 4, (600, 1, 8, 8)).astype(np.float16)
+    labels = rng.integers(0, 3, (600, 8, 8)).astype(np.uint8)
+    for k in range(3):  # the last shard holds 88 patches
+        arrays.images.write_shard(k, images[256 * k : 256 * (k + 1)])
+        arrays.labels.write_shard(k, labels[256 * k : 256 * (k + 1)])
+    shard_files = [p for p in (tmp_path / "images").rglob("*") if p.is_file()]
+    assert len(shard_files) == 1 + 3  # zarr.json and one file per 256 patches
+    back = store.open_patch_arrays(tmp_path)
+    for i in (0, 255, 256, 599):
+        assert np.array_equal(back.images[i], images[i]) and back.images[i].dtype == np.float16
+        assert np.array_equal(back.labels[i], labels[i])
+    # The files are Zarr v3 sharding: zarr itself reads the same values and attributes.
+    zarr = pytest.importorskip("zarr", minversion="3")
+    z_images = zarr.open_array(str(tmp_path / "images"), mode="r")
+    assert np.array_equal(z_images[:], images) and z_images.attrs["bands"] == ["HH"]
+    assert np.array_equal(zarr.open_array(str(tmp_path / "labels"), mode="r")[:], labels)
+
+
+def test_parallel_shard_writers_meet_at_shard_boundaries(tmp_path):
+    # Two staged tasks of 300 and 250 patches, interleaved into a store of 128-patch
+    # shards: every shard takes patches of both tasks, and each is written by one process.
+    rng = np.random.default_rng(1)
+    tasks = {}
+    for name, n in (("a", 300), ("b", 250)):
+        staged = store.StagedPatches(tmp_path / name, with_labels=True)
+        tasks[name] = (rng.normal(-10, 3, (n, 2, 4, 4)), rng.integers(0, 9, (n, 4, 4)))
+        for half in np.array_split(np.arange(n), 2):  # appended in batches, as prepare does
+            staged.append(tasks[name][0][half], tasks[name][1][half])
+    order = [(str(tmp_path / name), i) for i in range(250) for name in ("a", "b")]
+    order += [(str(tmp_path / "a"), i) for i in range(250, 300)]
+    root = tmp_path / "store"
+    store.create_patch_arrays(root, len(order), ["HH", "HV"], 4, True, shard_patches=128)
+    shards = [order[start : start + 128] for start in range(0, len(order), 128)]
+    with cf.ProcessPoolExecutor(max_workers=2) as pool:
+        list(pool.map(store.write_shard_from_staging, [root] * 5, range(5), shards))
+
+    back = store.open_patch_arrays(root)
+    for position, (folder, at) in enumerate(order):
+        images, labels = tasks[Path(folder).name]
+        assert np.array_equal(back.images[position], images[at].astype(np.float16)), position
+        assert np.array_equal(back.labels[position], labels[at]), position
+    assert len(list((root / "images" / "c").iterdir())) == 5  # ceil(550 / 128) shard files
+    assert not list(root.rglob(".*.tmp"))  # every shard renamed into place whole
+
+
+def test_assigning_one_patch_keeps_the_rest_of_its_shard(tmp_path):
+    arrays = store.create_patch_arrays(tmp_path, 10, ["HH"], 4, False, shard_patches=4)
+    arrays.images.write_shard(1, np.full((4, 1, 4, 4), -5.0))
+    arrays.images[6] = np.full((1, 4, 4), -7.0)
+    back = store.open_patch_arrays(tmp_path).images
+    assert [float(back[i][0, 0, 0]) for i in (4, 5, 6, 7)] == [-5.0, -5.0, -7.0, -5.0]
+    assert np.isnan(back[0]).all() and np.isnan(back[9]).all()  # shards never written
+
+
+def test_stores_of_one_file_per_patch_still_read(tmp_path):
+    # The layout of earlier releases: Zarr v2, one chunk file per patch, "." keys.
+    zarr = pytest.importorskip("zarr")
+    values = np.arange(16, dtype=np.float16).reshape(1, 1, 4, 4) - 20
+    options = {"chunks": (1, 1, 4, 4), "dtype": np.float16, "fill_value": np.nan}
+    options |= {"dimension_separator": ".", "zarr_format": 2, "compressor": None}
+    legacy = zarr.open_array(str(tmp_path / "images"), mode="w", shape=(2, 1, 4, 4), **options)
+    legacy[1] = values[0]
+    legacy.attrs["bands"] = ["HH"]
+    assert (tmp_path / "images" / "1.0.0.0").is_file()
+    back = store.open_patch_arrays(tmp_path)
+    assert not back.sharded and back.bands == ("HH",) and back.labels is None
+    assert np.array_equal(back.images[1], values[0]) and np.isnan(back.images[0]).all()
 
 
 def test_band_moments_and_class_counts_hand_computed():

@@ -9,8 +9,11 @@ Each item is a dict::
     index  int, the patch's row in index.parquet (and position in the arrays)
 
 Normalisation is left to the model side (``(dB - mean) / std`` from ``stats``), so the
-dataset hands out physical values. The Zarr arrays are opened lazily, once per process,
-which makes the dataset safe in ``DataLoader`` worker processes (fork or spawn).
+dataset hands out physical values. The arrays are opened lazily, once per process, which
+makes the dataset safe in ``DataLoader`` worker processes (fork or spawn). A patch of a
+sharded store is one byte-range read; ``in_memory=True`` reads the split's patches once
+(float16, as stored) for stores that fit in RAM: worker processes started by fork share
+that copy.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ class PatchDataset(Dataset):
     ``label_fraction`` keeps a seeded random subset of that share of the split's patches
     (at least one), for few-label experiments. Subsets are nested: with the same ``seed``,
     the patches kept at 1 % are among those kept at 5 %, and so on (a prefix of one seeded
-    permutation), so label-efficiency curves compare like with like.
+    permutation), so label-efficiency curves compare like with like. ``in_memory`` holds
+    the selected patches in RAM (see the module docstring).
     """
 
     def __init__(
@@ -55,6 +59,7 @@ class PatchDataset(Dataset):
         with_labels: bool | None = None,
         label_fraction: float | None = None,
         seed: int = 0,
+        in_memory: bool = False,
     ):
         self.root = Path(root)
         self.stats: dict[str, Any] = read_stats(self.root)
@@ -85,14 +90,15 @@ class PatchDataset(Dataset):
             raise DataError("labels requested but this dataset has none", self.root)
         self.with_labels = has_labels if with_labels is None else with_labels
         self._arrays: PatchArrays | None = None
+        self._cache: PatchArrays | None = self._load_all() if in_memory else None
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         position = int(self.positions[i])
-        arrays = self._open()
-        image = np.asarray(arrays.images[position], dtype=np.float32)[self._band_idx]
+        arrays, at = (self._cache, i) if self._cache is not None else (self._open(), position)
+        image = np.asarray(arrays.images[at], dtype=np.float32)[self._band_idx]
         missing = np.isnan(image)
         valid = ~missing.any(axis=0)
         image = np.where(missing, self._fill_db[:, None, None], image)
@@ -102,10 +108,17 @@ class PatchDataset(Dataset):
             "index": position,
         }
         if self.with_labels:
-            label = np.asarray(arrays.labels[position], dtype=np.int64)
+            label = np.asarray(arrays.labels[at], dtype=np.int64)
             label[~valid] = IGNORE_INDEX  # a band subset may have fewer valid pixels
             item["label"] = torch.from_numpy(label)
         return item
+
+    def _load_all(self) -> PatchArrays:
+        """The selected patches, in dataset order, as in-memory arrays."""
+        arrays = open_patch_arrays(self.root)
+        read = [arrays.images] + ([arrays.labels] if self.with_labels else [])
+        stacked = [np.stack([a[int(p)] for p in self.positions] or [a[0][:0]]) for a in read]
+        return PatchArrays(images=stacked[0], labels=stacked[1] if self.with_labels else None)
 
     def _open(self) -> PatchArrays:
         if self._arrays is None:

@@ -34,7 +34,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -61,7 +61,7 @@ PARTIAL = ".partial"
 MANIFEST = ".alos2fm-dataset.json"
 DONE = "done.json"
 CANDIDATES = "candidates.parquet"
-_STAGING_FORMAT = 1  # bump when the staged files change meaning
+_STAGING_FORMAT = 2  # bump when the staged files change meaning (2: flat files)
 # Everything a run writes at the root of the output folder.
 OUTPUTS = {
     store.IMAGES,
@@ -264,14 +264,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             if source is not None:
                 source.attach(product, task.product)
         num_classes = labels.table.num_classes if labels is not None else 0
-        arrays = store.create_patch_arrays(
-            task.staging,
-            len(task.windows) * (len(SPLIT_NAMES) if splits is not None else 1),
-            product.bands,
-            cfg.patch_size,
-            with_labels=labels is not None,
-            quantity=product.quantity,
-        )
+        staged = store.StagedPatches(task.staging, with_labels=labels is not None)
         bar = tqdm(
             total=len(task.windows),
             desc=task.scene,
@@ -324,13 +317,9 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                     images.append(image)
                     rows.append(row)
             if images:
-                start = len(rows) - len(images)
-                store.write_image_chunks(task.staging, start, np.stack(images))
-                if patch_labels:
-                    arrays.labels[start : len(rows)] = np.stack(patch_labels)
+                staged.append(np.stack(images), np.stack(patch_labels) if patch_labels else None)
             bar.update(len(batch))
         bar.close()
-        store.resize_patch_arrays(arrays, len(rows))
         for source in (labels, splits):
             if source is not None:
                 source.close()
@@ -704,7 +693,7 @@ def _run_tasks(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> list[TaskResul
     bar = tqdm(total=len(tasks), desc="scene parts", unit="part", disable=_no_bar(cfg))
     results: list[TaskResult] = []
     try:
-        for result in _execute(cfg, tasks):
+        for result in _execute(cfg, run_scene_task, tasks):
             results.append(result)
             bar.update()
     finally:
@@ -712,19 +701,20 @@ def _run_tasks(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> list[TaskResul
     return sorted(results, key=lambda r: str(r.staging))
 
 
-def _execute(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> Iterable[TaskResult]:
+def _execute(cfg: PrepareConfig, run: Callable[[Any], Any], tasks: Sequence[Any]) -> Iterable[Any]:
+    """``run(task)`` for each task here, in the process pool or on Dask, as they finish."""
     if cfg.dask_scheduler:
         from distributed import Client, as_completed
 
         with Client(cfg.dask_scheduler) as client:
-            futures = client.map(run_scene_task, tasks, pure=False)
+            futures = client.map(run, tasks, pure=False)
             for future in as_completed(futures):
                 yield future.result()
     elif cfg.workers > 1 and len(tasks) > 1:
         import concurrent.futures as cf
 
         with cf.ProcessPoolExecutor(max_workers=min(cfg.workers, len(tasks))) as pool:
-            futures = [pool.submit(run_scene_task, t) for t in tasks]
+            futures = [pool.submit(run, t) for t in tasks]
             try:
                 for future in cf.as_completed(futures):
                     yield future.result()
@@ -734,7 +724,7 @@ def _execute(cfg: PrepareConfig, tasks: Sequence[SceneTask]) -> Iterable[TaskRes
                 raise
     else:
         for task in tasks:
-            yield run_scene_task(task)
+            yield run(task)
 
 
 # --- phase 3: assemble ----------------------------------------------------------------------
@@ -832,7 +822,10 @@ def _copy_patches(
     cfg: PrepareConfig,
     num_classes: int | None,
 ) -> dict[str, Any]:
-    """Link the chosen staged patches into the final arrays; return the train statistics.
+    """Write the chosen staged patches into the final arrays; return the train statistics.
+
+    Each shard of the store is one task (in the pool or on Dask, like the cutting), so
+    that no two writers ever share a file.
 
     Statistics are summed from the moments each task recorded, over the train split
     (the normalisation must not see val/test pixels), or over every patch if the train
@@ -849,15 +842,15 @@ def _copy_patches(
         with_labels=num_classes is not None,
         quantity=scene.quantity,
     )
-    for position, (staging, staged_at) in enumerate(
-        tqdm(
-            list(zip(chosen["staging"], chosen["staged_at"], strict=True)),
-            desc="writing store",
-            unit="patch",
-            disable=_no_bar(cfg),
-        )
-    ):
-        store.link_patch(staging, int(staged_at), root, position)
+    sources = list(zip(chosen["staging"], chosen["staged_at"].astype(int), strict=True))
+    shards = [
+        _ShardTask(root, k, sources[start : start + store.SHARD_PATCHES])
+        for k, start in enumerate(range(0, len(sources), store.SHARD_PATCHES))
+    ]
+    bar = tqdm(total=len(shards), desc="writing store", unit="shard", disable=_no_bar(cfg))
+    for _ in _execute(cfg, _write_shard, shards):
+        bar.update()
+    bar.close()
 
     train_only = bool((chosen["split"] == "train").any())
     counted = chosen[chosen["split"] == "train"] if train_only else chosen
@@ -872,6 +865,17 @@ def _copy_patches(
     result = stats.result()
     result["computed_on"] = "train" if train_only else "all"
     return result
+
+
+@dataclass(frozen=True)
+class _ShardTask:
+    root: Path
+    shard: int
+    sources: list[tuple[str, int]]  # (task staging folder, position in its staged files)
+
+
+def _write_shard(task: _ShardTask) -> None:
+    store.write_shard_from_staging(task.root, task.shard, task.sources)
 
 
 def _claim_output_folder(out: Path, overwrite: bool) -> set[str]:

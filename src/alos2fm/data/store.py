@@ -2,16 +2,18 @@
 
 Layout of a dataset folder (all at its root)::
 
-    images/          Zarr array (N, C, P, P) float16, sigma0 (or gamma0) in dB, NaN = no data
-    labels/          Zarr array (N, P, P) uint8 class index, 255 = ignore (only with labels)
+    images/          Zarr v3 array (N, C, P, P) float16, sigma0 (or gamma0) in dB, NaN = no data
+    labels/          Zarr v3 array (N, P, P) uint8 class index, 255 = ignore (only with labels)
     index.parquet    one row per patch; row i describes images[i] and labels[i]
     stats.json       per-band dB mean/std, class pixel counts and class weights (train split)
 
-Both arrays are chunked one patch per chunk, so a random patch costs one small file read.
-They are written in Zarr format 2 through ``zarr.open_array`` on a plain directory,
-which zarr 2.18 and zarr 3.x both read and write. Image chunks are stored uncompressed
-(speckled dB values only shrink to ~81 % with zstd, at twice the write cost); label
-chunks, mostly uniform regions, are zstd-compressed.
+Both arrays are sharded (``alos2fm.data.shards``): one file per ``SHARD_PATCHES`` (256)
+consecutive patches, each patch an inner chunk read on its own (one byte-range read), so
+a million patches are ~4000 files rather than a million. ``prepare`` writes each shard
+whole, one writer task per shard. Image chunks are stored uncompressed (speckled dB
+values only shrink to ~81 % with zstd, at twice the write cost); label chunks, mostly
+uniform regions, are zstd-compressed. Stores of earlier releases (Zarr v2, one chunk
+file per patch) still open and read the same.
 
 Why float16 for dB values: the largest rounding error of float16 over [-50, 20] dB is
 0.0156 dB (for |dB| >= 32; 0.0078 dB for 16 <= |dB| < 32, <= 0.004 dB closer to 0 dB),
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,9 +41,16 @@ import numpy as np
 import pandas as pd
 
 from alos2fm.data.classes import IGNORE_INDEX
+from alos2fm.data.shards import ShardedArray
 from alos2fm.errors import DataError
 
 PATCH_DTYPE = np.float16
+_STAGED_DTYPE = np.dtype(PATCH_DTYPE).newbyteorder("<")
+# Patches per shard file: a million patches make ~4000 files, and a shard of one
+# 256 px band is 32 MiB, small enough for one writer task to hold.
+SHARD_PATCHES = 256
+STAGED_IMAGES = "images.f16"
+STAGED_LABELS = "labels.u8"
 IMAGES = "images"
 LABELS = "labels"
 INDEX = "index.parquet"
@@ -76,14 +84,23 @@ INDEX_COLUMNS = (
 
 @dataclass
 class PatchArrays:
-    """The two arrays of a store; ``labels`` is None for an unlabelled dataset."""
+    """The two arrays of a store; ``labels`` is None for an unlabelled dataset.
 
-    images: Any  # zarr array (N, C, P, P) float16 dB
-    labels: Any | None  # zarr array (N, P, P) uint8
+    Sharded stores give :class:`alos2fm.data.shards.ShardedArray` objects; stores written
+    before shards existed (one Zarr v2 chunk file per patch) give zarr arrays, read the
+    same way (``images[i]``, ``shape``, ``attrs``).
+    """
+
+    images: Any  # (N, C, P, P) float16 dB
+    labels: Any | None  # (N, P, P) uint8
 
     @property
     def bands(self) -> tuple[str, ...]:
         return tuple(self.images.attrs["bands"])
+
+    @property
+    def sharded(self) -> bool:
+        return isinstance(self.images, ShardedArray)
 
 
 def create_patch_arrays(
@@ -93,48 +110,53 @@ def create_patch_arrays(
     patch_size: int,
     with_labels: bool,
     quantity: str = "sigma0",
+    shard_patches: int = SHARD_PATCHES,
 ) -> PatchArrays:
-    """Create empty arrays (images filled with NaN, labels with 255) under ``root``.
+    """Create empty sharded arrays (images read as NaN, labels as 255) under ``root``.
 
-    Chunks never written stay absent on disk, so an upper bound for ``n_patches`` costs
-    nothing; ``resize_patch_arrays`` trims it afterwards.
+    Shards never written stay absent on disk; ``resize_patch_arrays`` trims the length.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
     n_bands = len(bands)
-    images = _open_zarr(
+    images = ShardedArray.create(
         root / IMAGES,
-        "w",
-        shape=(n_patches, n_bands, patch_size, patch_size),
-        chunks=(1, n_bands, patch_size, patch_size),
-        dtype=PATCH_DTYPE,
-        fill_value=np.nan,
-        compressor=None,  # speckled dB hardly compresses (zstd: 81 %) and costs 2x the write
+        (n_patches, n_bands, patch_size, patch_size),
+        PATCH_DTYPE,
+        np.nan,
+        shard_patches,  # uncompressed: speckled dB hardly compresses (zstd: 81 %)
     )
     images.attrs.update({"bands": list(bands), "units": "dB", "quantity": quantity})
     labels = None
     if with_labels:
-        labels = _open_zarr(
+        labels = ShardedArray.create(
             root / LABELS,
-            "w",
-            shape=(n_patches, patch_size, patch_size),
-            chunks=(1, patch_size, patch_size),
-            dtype=np.uint8,
-            fill_value=IGNORE_INDEX,
-            compressor=_label_compressor(),
+            (n_patches, patch_size, patch_size),
+            np.uint8,
+            IGNORE_INDEX,
+            shard_patches,
+            compression="zstd",  # mostly large uniform regions: they shrink many times
         )
         labels.attrs.update({"ignore_index": IGNORE_INDEX})
     return PatchArrays(images=images, labels=labels)
 
 
-def open_patch_arrays(root: str | Path, mode: str = "r") -> PatchArrays:
-    """Open the arrays of an existing store (``mode`` "r" or "r+")."""
+def open_patch_arrays(root: str | Path) -> PatchArrays:
+    """Open the arrays of an existing store, sharded or of the one-file-per-patch layout."""
     root = Path(root)
     if not (root / IMAGES).exists():
         raise DataError("no patch store here (images/ is missing)", root, "run alos2fm prepare")
-    images = _open_zarr(root / IMAGES, mode)
-    labels = _open_zarr(root / LABELS, mode) if (root / LABELS).exists() else None
-    return PatchArrays(images=images, labels=labels)
+    labels = root / LABELS
+    if ShardedArray.is_sharded(root / IMAGES):
+        return PatchArrays(
+            images=ShardedArray.open(root / IMAGES),
+            labels=ShardedArray.open(labels) if labels.exists() else None,
+        )
+    import zarr  # a store written before shards: one Zarr v2 chunk file per patch
+
+    return PatchArrays(
+        images=zarr.open_array(str(root / IMAGES), mode="r"),
+        labels=zarr.open_array(str(labels), mode="r") if labels.exists() else None,
+    )
 
 
 def resize_patch_arrays(arrays: PatchArrays, n_patches: int) -> None:
@@ -144,72 +166,62 @@ def resize_patch_arrays(arrays: PatchArrays, n_patches: int) -> None:
         arrays.labels.resize((n_patches, *arrays.labels.shape[1:]))
 
 
-def write_image_chunks(root: str | Path, start: int, images: np.ndarray) -> None:
-    """Write ``images`` (n, C, P, P) dB as patches ``start`` .. ``start + n - 1`` of the
-    images array that ``create_patch_arrays`` made under ``root``.
+# --- staging: what one prepare task cut, before balancing chooses ---------------------------
 
-    That array's chunks are single uncompressed patches without filters, so in Zarr
-    format 2 a chunk file holds exactly the patch's bytes in C order as ``<f2``; they are
-    written straight to ``"<i>.0.0.0"``. This skips zarr's per-chunk machinery (event
-    loop, thread hand-off, a temporary file and a rename per chunk), which costs as much
-    CPU as the write itself. The files are not written atomically: use it for staging,
-    whose completeness a task's ``done.json`` marks, not to update a published store.
+
+class StagedPatches:
+    """A task's candidate patches, appended to two flat files (``images.f16``: float16
+    little-endian (n, C, P, P); ``labels.u8``: (n, P, P)), a few files per task whatever
+    its size. Reading them back is a memory map (:func:`read_staged`)."""
+
+    def __init__(self, folder: str | Path, with_labels: bool):
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._images = folder / STAGED_IMAGES
+        self._labels = folder / STAGED_LABELS if with_labels else None
+        for path in (self._images, self._labels):
+            if path is not None:
+                path.write_bytes(b"")
+
+    def append(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
+        """Add ``images`` (n, C, P, P) dB and, for a labelled task, ``labels`` (n, P, P)."""
+        with open(self._images, "ab") as file:
+            file.write(np.ascontiguousarray(images, dtype=_STAGED_DTYPE).data)
+        if self._labels is not None:
+            with open(self._labels, "ab") as file:
+                file.write(np.ascontiguousarray(labels, dtype=np.uint8).data)
+
+
+def read_staged(
+    folder: str | Path, n_bands: int, patch_size: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The staged (images, labels or None) of a task folder, as read-only memory maps."""
+    folder = Path(folder)
+    shape = (n_bands, patch_size, patch_size)
+    images = _memmap(folder / STAGED_IMAGES, _STAGED_DTYPE, shape)
+    labels = folder / STAGED_LABELS
+    return images, _memmap(labels, np.uint8, shape[1:]) if labels.exists() else None
+
+
+def _memmap(path: Path, dtype: Any, patch_shape: tuple[int, ...]) -> np.ndarray:
+    n = path.stat().st_size // (np.dtype(dtype).itemsize * int(np.prod(patch_shape)))
+    if n == 0:
+        return np.empty((0, *patch_shape), dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=(n, *patch_shape))
+
+
+def write_shard_from_staging(root: str | Path, shard: int, sources: Sequence[tuple[str, int]]):
+    """Write shard ``shard`` of the store at ``root`` from staged patches: ``sources`` are
+    its patches in order, as (task folder, position in that task's staged files).
+
+    One task per shard: the parallel writers of a store never write the same file.
     """
-    folder = Path(root) / IMAGES
-    patches = np.asarray(images, dtype=np.dtype(PATCH_DTYPE).newbyteorder("<"))
-    for offset, patch in enumerate(patches):
-        with open(folder / f"{start + offset}.0.0.0", "wb") as chunk:
-            chunk.write(np.ascontiguousarray(patch).data)
-
-
-def link_patch(source: str | Path, source_at: int, dest: str | Path, dest_at: int) -> None:
-    """Make patch ``dest_at`` of store ``dest`` a copy of patch ``source_at`` of ``source``.
-
-    Both stores must come from ``create_patch_arrays`` with the same bands and patch size,
-    so that their chunks are encoded alike: a patch is then one chunk file per array
-    (Zarr format 2 key ``"<i>.0.0[.0]"``), which is hard-linked (copied where links are
-    not possible) instead of decoded and re-encoded. A chunk absent from ``source``
-    (never written, or equal to the fill value) stays absent, which reads the same.
-    """
-    for name in (IMAGES, LABELS):
-        dest_dir = Path(dest) / name
-        if not dest_dir.exists():
-            continue
-        rest = ".0" * (3 if name == IMAGES else 2)
-        chunk = Path(source) / name / f"{source_at}{rest}"
-        target = dest_dir / f"{dest_at}{rest}"
-        # Try the link first and deal with the rare cases after: a store holds thousands
-        # of patches, and checking first would cost extra system calls for each.
-        try:
-            os.link(chunk, target)
-        except FileNotFoundError:  # never written in the source
-            continue
-        except OSError:  # the target exists already, or links are not possible here
-            target.unlink(missing_ok=True)  # it may be a link: never write through it
-            shutil.copyfile(chunk, target)
-
-
-def _label_compressor() -> Any:
-    """Zstandard: label patches are mostly large uniform regions and shrink many times."""
-    from numcodecs import Zstd
-
-    return Zstd(level=1)
-
-
-def _open_zarr(path: Path, mode: str, **create: Any) -> Any:
-    import zarr
-
-    if create:
-        # Format 2 with "." keys (``link_patch`` relies on them): zarr 2.18 reads it too.
-        # Every chunk is written, no-data patches included: checking whether a chunk
-        # equals the fill value first costs more than the write.
-        create["dimension_separator"] = "."
-        if int(zarr.__version__.split(".")[0]) >= 3:
-            create["zarr_format"] = 2
-            create["config"] = {"write_empty_chunks": True}
-        else:
-            create["write_empty_chunks"] = True
-    return zarr.open_array(str(path), mode=mode, **create)
+    arrays = open_patch_arrays(root)
+    n_bands, patch_size = arrays.images.shape[1], arrays.images.shape[-1]
+    staged = {folder: read_staged(folder, n_bands, patch_size) for folder, _ in sources}
+    arrays.images.write_shard(shard, np.stack([staged[f][0][at] for f, at in sources]))
+    if arrays.labels is not None:
+        arrays.labels.write_shard(shard, np.stack([staged[f][1][at] for f, at in sources]))
 
 
 # --- index ---------------------------------------------------------------------------------
