@@ -541,7 +541,10 @@ def predict(
         progress=progress,
     )
     result = predict_scene(product, checkpoint, out, options, device=device)
-    print(f"map written to {result.map_path} ({result.tiles} tiles, {result.seconds:.1f} s)")
+    print(
+        f"map written to {result.map_path} ({result.tiles} tiles with data of "
+        f"{result.tiles_total}, {result.seconds:.1f} s)"
+    )
     for extra in (result.confidence_path, result.quicklook_path):
         if extra is not None:
             print(f"also {extra}")

@@ -192,6 +192,7 @@ def test_reads_stream_one_strip_at_a_time_and_skip_empty_tiles(tmp_path: Path) -
         (68, 32, 75),
     ]
     assert result.tiles == 3 * 3  # strips at rows 0, 24 and 48 (it reaches row 60), 3 tiles each
+    assert result.tiles_total == 4 * 3  # the strip at row 68 holds no data: skipped
 
 
 def test_scene_smaller_than_one_tile(tmp_path: Path) -> None:
@@ -367,3 +368,17 @@ def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeyp
 
     result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "nope.ckpt"), *args[4:]])
     assert isinstance(result.exception, WeightsError)
+
+
+def test_the_progress_bar_counts_the_tiles_the_summary_reports(tmp_path: Path, capsys) -> None:
+    db = _scene(100, 75)
+    db[:, 60:, :] = np.nan
+    result = predict_product(
+        ArrayProduct(db),
+        Pointwise(),
+        _meta(),
+        tmp_path / "m.tif",
+        _options(quicklook=False, progress=True),
+    )
+    final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{result.tiles}/{result.tiles} " in final

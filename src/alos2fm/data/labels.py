@@ -316,7 +316,7 @@ class LabelMap(LabelSource):
             grid.crs, tile.crs, *grid.window_bounds(window), densify_pts=21
         )
         inverse = ~tile.transform
-        corners = [inverse * (x, y) for x in (minx, maxx) for y in (miny, maxy)]
+        corners = [inverse @ (x, y) for x in (minx, maxx) for y in (miny, maxy)]
         cols, rows = zip(*corners, strict=True)
         col0 = max(int(np.floor(min(cols))) - margin, 0)
         row0 = max(int(np.floor(min(rows))) - margin, 0)
@@ -417,7 +417,7 @@ class PixelLabels(LabelSource):
             raise RuntimeError("PixelLabels.attach(product) must come before reading")
         # Output pixel (row, col) covers base pixels [row * ry + oy, ...): a pure scale and
         # offset (multilooking); anything else is not a pixel grid of this product.
-        step = ~self._base.transform * grid.transform
+        step = ~self._base.transform @ grid.transform
         if step.b or step.d or step.a < 1 or step.e < 1:
             raise DataError("pixel-grid labels need the product's grid or a multilook of it")
         rx, ry = round(step.a), round(step.e)

@@ -116,7 +116,7 @@ def _lonlat(grid: RasterGrid, windows: Sequence[Window]) -> list[dict[str, float
     win = np.array([(w.col, w.row, w.width, w.height) for w in windows], dtype=np.float64)
     cols = win[:, :1] + ring_x[None, :] * win[:, 2:3]
     rows = win[:, 1:2] + ring_y[None, :] * win[:, 3:4]
-    xs, ys = grid.transform * (cols.ravel(), rows.ravel())
+    xs, ys = grid.transform @ (cols.ravel(), rows.ravel())
     lon, lat = transform(grid.crs, LONLAT, xs, ys)
     lon = np.asarray(lon).reshape(len(windows), -1)
     lat = np.asarray(lat).reshape(len(windows), -1)

@@ -229,7 +229,8 @@ class PredictionResult:
     map_path: Path
     confidence_path: Path | None
     quicklook_path: Path | None
-    tiles: int
+    tiles: int  # tiles run (those holding data), what the progress bar counts
+    tiles_total: int  # tiles covering the scene, no-data ones (skipped) included
     pixels: int
     seconds: float
 
@@ -378,7 +379,9 @@ def predict_strips(
     probs = torch.zeros(len(meta.class_names), tile, padded_width, device=device)
     weights = torch.zeros(tile, padded_width, device=device)
 
-    bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
+    # The bar counts the tiles run (with data), as the summary does; the total is known only
+    # strip by strip, so it grows as strips are read.
+    bar = tqdm(total=0, unit="tile", disable=not progress)
     for index, top in enumerate(rows):
         strip_height = min(tile, height - top)
         strip = torch.full((len(bands), tile, padded_width), float("nan"))
@@ -388,6 +391,8 @@ def predict_strips(
         # No data -> band mean, i.e. 0 after standardisation (as the dataset does).
         image = torch.nan_to_num((strip.to(device) - mean) / std, nan=0.0)
         with_data = [c for c in cols if valid[:, c : c + tile].any()]
+        bar.total += len(with_data)
+        bar.refresh()
         for batch in _batched(with_data, batch_size):
             logits = model(torch.stack([image[:, :, c : c + tile] for c in batch]))
             if logits.shape[1] != probs.shape[0]:
@@ -401,7 +406,7 @@ def predict_strips(
             for c, p in zip(batch, tile_probs, strict=True):
                 probs[:, :, c : c + tile] += p
                 weights[:, c : c + tile] += tile_weight
-        bar.update(len(cols))
+        bar.update(len(with_data))
 
         # Rows above the next strip's top are final: classify them, then shift them out.
         done = (rows[index + 1] if index + 1 < len(rows) else height) - top
@@ -476,6 +481,8 @@ def predict_product(
         confidence_path=targets[1] if options.confidence else None,
         quicklook_path=quicklook,
         tiles=tiles,
+        tiles_total=len(tile_origins(height, tile, overlap))
+        * len(tile_origins(width, tile, overlap)),
         pixels=height * width,
         seconds=time.perf_counter() - started,
     )

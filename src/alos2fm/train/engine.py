@@ -39,6 +39,7 @@ see ``alos2fm.train.checkpointing``, which also handles preemption signals).
 from __future__ import annotations
 
 import csv
+import logging
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,6 +93,28 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
+# Lightning's own chatter: hardware summary, tips for its paid services, deprecation
+# notices of its internals, checkpoint-folder notices that --resume makes expected.
+_THIRD_PARTY_NOISE = (
+    r".*isinstance\(treespec, LeafSpec\).*",
+    r".*`weights_only` was not set.*",
+    r".*Checkpoint directory .* exists and is not empty.*",
+    r".*You passed in a `val_dataloader` but have no `validation_step`.*",
+    r".*does not have many workers which may be a bottleneck.*",
+)
+
+
+def quiet_third_party() -> None:
+    """Keep the console ours: Lightning's info messages and the warnings above are not
+    shown (its own warnings and errors still are)."""
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in _THIRD_PARTY_NOISE:
+        warnings.filterwarnings("ignore", message=message)
+
+
 def build_trainer(
     cfg: TrainerConfig,
     run_dir: str | Path,
@@ -99,13 +122,17 @@ def build_trainer(
     seed: int,
     monitor: str | None = None,
     callbacks: Sequence[Callback] = (),
+    max_steps: int | None = None,
 ) -> L.Trainer:
     """A Trainer writing checkpoints and logs into ``run_dir``; ``seed`` keys the per-step RNG.
 
     ``monitor`` (e.g. ``"val/miou"``) adds ``best.ckpt`` for the highest value of that
     logged metric. ``use_distributed_sampler`` is off: the data module brings samplers that
-    are exact under DDP (see ``alos2fm.train.data``).
+    are exact under DDP (see ``alos2fm.train.data``). ``max_steps`` makes the budget a
+    number of optimiser steps (``max_epochs`` is then ignored); ``cfg.val_every_n_steps``
+    validates on a step interval, across epoch boundaries.
     """
+    quiet_third_party()
     run_dir = Path(run_dir)
     checkpoint_dir = run_dir / CHECKPOINTS
     all_callbacks: list[Callback] = [
@@ -146,7 +173,10 @@ def build_trainer(
         precision=precision,
         accumulate_grad_batches=cfg.accumulate_grad_batches,
         gradient_clip_val=cfg.gradient_clip_val,
-        max_epochs=max_epochs,
+        max_epochs=-1 if max_steps is not None else max_epochs,
+        max_steps=max_steps if max_steps is not None else -1,
+        val_check_interval=cfg.val_every_n_steps,
+        check_val_every_n_epoch=None if cfg.val_every_n_steps else 1,
         limit_train_batches=cfg.limit_train_batches,
         limit_val_batches=cfg.limit_val_batches,
         log_every_n_steps=cfg.log_every_n_steps,
@@ -166,7 +196,10 @@ def effective_batch(trainer: L.Trainer, batch_size: int) -> int:
 
 
 def steps_per_epoch(trainer: L.Trainer) -> int:
-    """Optimiser steps in one epoch, as Lightning will run them (limits and accumulation)."""
+    """Optimiser steps in one epoch, as Lightning will run them (limits and accumulation);
+    0 for a step budget (its schedule does not need it)."""
+    if trainer.max_epochs is None or trainer.max_epochs < 1:
+        return 0
     return max(1, int(trainer.estimated_stepping_batches) // max(1, trainer.max_epochs))
 
 

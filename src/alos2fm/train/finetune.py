@@ -29,7 +29,7 @@ from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.train.augment import augment
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule
-from alos2fm.train.engine import CHECKPOINTS, build_trainer, seed_run
+from alos2fm.train.engine import CHECKPOINTS, build_trainer, quiet_third_party, seed_run
 from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
 
@@ -296,6 +296,7 @@ def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:
             data,
         )
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    quiet_third_party()
     trainer = L.Trainer(
         accelerator="auto",
         devices=1,
