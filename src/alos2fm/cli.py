@@ -425,6 +425,44 @@ def finetune(
     print(f"best checkpoint {best}; test scores in {out / 'test' / 'metrics.json'}")
 
 
+@app.command("lr-sweep")
+def lr_sweep(
+    data: _Data,
+    out: _Out,
+    rates: Annotated[
+        str,
+        typer.Option("--rates", help="Candidate base LRs, comma-separated, e.g. 3e-3,1e-2,3e-2."),
+    ],
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-seg.")
+    ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option("--encoder", help="The encoder the rate is for (default: random init)."),
+    ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option("--max-steps", help="Budget of each run (use the real run's).")
+    ] = None,
+    set_: _Set = None,
+) -> None:
+    """Choose the fine-tuning LR on validation mIoU, for one initialisation."""
+    from alos2fm.errors import Alos2fmError
+    from alos2fm.train.sweep import run_lr_sweep
+
+    try:
+        candidates = [float(r) for r in rates.split(",")]
+    except ValueError:
+        raise Alos2fmError(
+            f"--rates {rates!r} is not a list of numbers", hint="e.g. 3e-3,1e-2"
+        ) from None
+    flags = {"schedule.max_steps": max_steps}
+    cfg = _training_config("finetune", preset, out, False, flags, set_)
+    result = run_lr_sweep(cfg, data, out, candidates, encoder=encoder)
+    for rate, score in zip(result.rates, result.best_val_miou, strict=True):
+        print(f"base_lr {rate:g}: best validation mIoU {score:.4f}")
+    print(f"best base_lr {result.best_rate:g}; summary in {result.summary}")
+
+
 @app.command()
 def evaluate(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],

@@ -227,3 +227,21 @@ def test_patches_larger_than_the_model_are_evaluated_tile_by_tile_as_a_scene_is(
         assert torch.allclose(probs[..., 20, 20], parts / weights, atol=1e-5)
         small = image[..., :32, :32]
         assert torch.equal(module.evaluation_logits(small), module(small))
+
+
+def test_lr_sweep_runs_each_rate_and_keeps_the_best_validation_miou(tiny_store, tmp_path):
+    from alos2fm.train.sweep import best_validation_miou
+
+    result = CliRunner().invoke(
+        app,
+        ["lr-sweep", "--data", str(tiny_store), "--out", str(tmp_path), "--preset",
+         "cpu-tiny-seg", "--rates", "1e-4,3e-2", "--max-steps", "8", "--set",
+         "data.batch_size=4", "--set", "trainer.val_every_n_steps=4",
+         "--set", "trainer.accelerator=cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "sweep.json").read_text())
+    scores = [best_validation_miou(tmp_path / f"lr_{r:g}") for r in (1e-4, 3e-2)]
+    assert summary["best_val_miou"] == pytest.approx(scores)
+    assert summary["best_rate"] == (1e-4, 3e-2)[int(np.argmax(scores))]
+    assert (tmp_path / "sweep.png").exists() and "best base_lr" in result.output
