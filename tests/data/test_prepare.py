@@ -14,7 +14,7 @@ from alos2fm.data import store
 from alos2fm.data.classes import load_class_table
 from alos2fm.data.dataset import PatchDataset
 from alos2fm.data.labels import LabelMap
-from alos2fm.data.prepare import DONE, STAGING, prepare_config, run_prepare
+from alos2fm.data.prepare import DONE, STAGING, _task_windows, prepare_config, run_prepare
 from alos2fm.data.synth import write_synthetic_scene
 from alos2fm.errors import DataError
 from alos2fm.products import open_product
@@ -139,15 +139,15 @@ def test_balancing_excludes_and_caps_categories(scene, tmp_path):
 
 def test_rerun_resumes_finished_tasks(scene, tmp_path):
     out = tmp_path / "ds"
-    cfg = _config(scene, out, patches_per_task=8)  # 36 windows -> 5 tasks
+    cfg = _config(scene, out, patches_per_task=8)  # 6 rows of 6 windows -> 6 tasks
     first = run_prepare(cfg)
     before = store.read_index(out)
     assert first.resumed_tasks == 0
     parts = sorted((out / STAGING).glob("*/part-*"))
-    assert len(parts) == 5
+    assert len(parts) == 6
     (parts[1] / DONE).unlink()  # as if interrupted while cutting that part
     second = run_prepare(cfg)
-    assert second.resumed_tasks == 4
+    assert second.resumed_tasks == 5
     assert store.read_index(out).equals(before)
     assert second.patches == first.patches
 
@@ -263,3 +263,13 @@ def test_config_file_then_command_line(tmp_path, scene):
     assert cfg.balance.default_cap == "median" and cfg.balance.caps == {"Built-up": 7}
     with pytest.raises(DataError, match="prepare.yaml"):
         prepare_config(path, max_nodata=2.0)
+
+
+def test_tasks_keep_tile_rows_of_patches_together():
+    # 78 windows of 256 px per row: a task of at most 256 windows takes two rows (one
+    # 512-row tile row of the product), not three; rows longer than a task are split.
+    windows = [Window(256 * r, 256 * c, 256, 256) for r in range(5) for c in range(78)]
+    tasks = _task_windows(windows, 256)
+    assert [len(t) for t in tasks] == [156, 156, 78]
+    assert [sorted({w.row for w in t}) for t in tasks] == [[0, 256], [512, 768], [1024]]
+    assert [len(t) for t in _task_windows(windows[:78], 50)] == [50, 28]

@@ -218,7 +218,8 @@ def write_shard_from_staging(root: str | Path, shard: int, sources: Sequence[tup
     """
     arrays = open_patch_arrays(root)
     n_bands, patch_size = arrays.images.shape[1], arrays.images.shape[-1]
-    staged = {folder: read_staged(folder, n_bands, patch_size) for folder, _ in sources}
+    folders = {folder for folder, _ in sources}
+    staged = {folder: read_staged(folder, n_bands, patch_size) for folder in folders}
     arrays.images.write_shard(shard, np.stack([staged[f][0][at] for f, at in sources]))
     if arrays.labels is not None:
         arrays.labels.write_shard(shard, np.stack([staged[f][1][at] for f, at in sources]))
