@@ -25,7 +25,8 @@ step "what the reader parsed"
 if [ ! -f "$out/dataset/index.parquet" ]; then
   step "prepare: calibrate, 64 px patches, forest capped, spatial split"
   "$alos2fm" prepare "$product" --labels "$landcover" --out "$out/dataset" \
-    --patch-size 64 --stride 64 --block-size 512 --buffer 64 --balance forest_capped \
+    --patch-size 64 --stride 64 --block-size 512 --buffer 64 --split-fractions 0.6,0.2,0.2 \
+    --balance forest_capped \
     --workers 2 --seed 0
 fi
 

@@ -22,6 +22,26 @@ def _figure(demo: Path, path: Path, caption: str) -> str:
     return f"![{caption}]({path.relative_to(demo).as_posix()})"
 
 
+def _verdict(scores: dict[str, dict]) -> str:
+    """Which initialisation won and by how much, said with the weight it deserves."""
+    pretrained, random = scores["pretrained"]["miou"], scores["random"]["miou"]
+    difference = pretrained - random
+    if abs(difference) < 0.005:
+        outcome = f"The two initialisations tie (test mIoU {pretrained:.3f} and {random:.3f})."
+    else:
+        winner = RUNS["pretrained"] if difference > 0 else RUNS["random"]
+        outcome = (
+            f"**{winner}** won, by {abs(difference):.3f} test mIoU "
+            f"({pretrained:.3f} pretrained vs {random:.3f} random)."
+        )
+    return (
+        f"{outcome} This is one run of each, one seed, on one synthetic scene with tiny "
+        "models: it is no evidence for or against pretraining. For that, see the real-SAR "
+        "study with several split seeds and paired differences in "
+        "`experiments/flevoland/RESULTS.md`."
+    )
+
+
 def report(demo: Path) -> str:
     stats = json.loads((demo / "dataset" / "stats.json").read_text())
     names = stats["class_names"]
@@ -44,6 +64,7 @@ def report(demo: Path) -> str:
             f"| {label} | {m['miou']:.3f} | {m['mean_accuracy']:.3f} | "
             f"{m['overall_accuracy']:.3f} | {m['kappa']:.3f} | {m['pixels']} |"
         )
+    lines += ["", _verdict(scores)]
     lines += ["", "## Per-class IoU", "", "| class | " + " | ".join(RUNS.values()) + " |"]
     lines.append("|---|" + "---|" * len(RUNS))
     for name in names:

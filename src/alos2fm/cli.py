@@ -322,6 +322,9 @@ _Precision = Annotated[
     str | None, typer.Option("--precision", help="32-true, bf16-mixed or 16-mixed.")
 ]
 _Epochs = Annotated[int | None, typer.Option("--epochs", help="Schedule length in epochs.")]
+_MaxSteps = Annotated[
+    int | None, typer.Option("--max-steps", help="Budget in optimiser steps (instead of epochs).")
+]
 _BatchSize = Annotated[int | None, typer.Option("--batch-size", help="Patches per process.")]
 _Set = Annotated[
     list[str] | None,
@@ -329,9 +332,15 @@ _Set = Annotated[
 ]
 
 
-def _run_flags(devices, num_nodes, accelerator, strategy, precision, epochs, batch_size) -> dict:
-    """Config keys of the options that pretrain and finetune share."""
+def _run_flags(
+    devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps=None
+) -> dict:
+    """Config keys of the options that pretrain and finetune share. ``--epochs`` alone
+    turns a preset's step budget off, and its step-interval validation with it (the run is
+    as long as it says and validates every epoch)."""
+    by_epochs = epochs is not None and max_steps is None
     return {
+        "schedule.max_steps": "null" if by_epochs else max_steps,
         "trainer.devices": devices,
         "trainer.num_nodes": num_nodes,
         "trainer.accelerator": accelerator,
@@ -339,7 +348,7 @@ def _run_flags(devices, num_nodes, accelerator, strategy, precision, epochs, bat
         "trainer.precision": precision,
         "schedule.epochs": epochs,
         "data.batch_size": batch_size,
-    }
+    } | ({"trainer.val_every_n_steps": "null"} if by_epochs else {})
 
 
 def _training_config(
@@ -375,6 +384,7 @@ def pretrain(
     strategy: _Strategy = None,
     precision: _Precision = None,
     epochs: _Epochs = None,
+    max_steps: _MaxSteps = None,
     batch_size: _BatchSize = None,
     set_: _Set = None,
 ) -> None:
@@ -382,7 +392,7 @@ def pretrain(
     from alos2fm.train.pretrain import run_pretrain
 
     flags = {"method": method, "weighting.kind": weighting} | _run_flags(
-        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size
+        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("pretrain", preset, out, resume, flags, set_)
     encoder = run_pretrain(cfg, data, out, resume=resume)
@@ -411,6 +421,7 @@ def finetune(
     strategy: _Strategy = None,
     precision: _Precision = None,
     epochs: _Epochs = None,
+    max_steps: _MaxSteps = None,
     batch_size: _BatchSize = None,
     set_: _Set = None,
 ) -> None:
@@ -418,7 +429,7 @@ def finetune(
     from alos2fm.train.finetune import run_finetune
 
     flags = {"data.label_fraction": label_fraction} | _run_flags(
-        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size
+        devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("finetune", preset, out, resume, flags, set_)
     best = run_finetune(cfg, data, out, encoder=encoder, resume=resume)
@@ -634,14 +645,28 @@ def import_weights(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for the exported files.")],
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")
+    ] = None,
+    encoder: Annotated[
+        Path | None,
+        typer.Option("--encoder", help="Pretrained encoder.safetensors (encoder.json beside it)."),
+    ] = None,
 ) -> None:
-    """Export a fine-tuned segmenter: segmenter.safetensors, segmenter.onnx, meta.json."""
-    from alos2fm.evaluation.export import export_segmenter
+    """Export a fine-tuned segmenter (segmenter.safetensors, segmenter.onnx, meta.json) or a
+    pretrained encoder; both also as a timm / Hugging Face hub folder with a model card."""
+    from alos2fm.evaluation.export import export_pretrained_encoder, export_segmenter
 
-    result = export_segmenter(checkpoint, out)
-    print(f"exported {result.safetensors}, {result.onnx} and {result.meta}")
+    if (checkpoint is None) == (encoder is None):
+        raise Alos2fmError("give one of --checkpoint and --encoder", hint="see export --help")
+    if checkpoint is not None:
+        result = export_segmenter(checkpoint, out)
+        files = [result.safetensors, result.onnx, result.meta, *result.timm]
+    else:
+        files = export_pretrained_encoder(encoder, out)
+    for path in files:
+        print(f"wrote {path}")
 
 
 def main() -> None:

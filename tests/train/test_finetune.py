@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from alos2fm.cli import app
 from alos2fm.data.store import open_patch_arrays, read_index
-from alos2fm.train.config import resolve_config
+from alos2fm.train.config import load_config, resolve_config
 from alos2fm.train.data import PatchDataModule
 from alos2fm.train.engine import build_trainer, seed_run
 from alos2fm.train.finetune import FinetuneModule
@@ -37,6 +37,7 @@ def test_tiny_segmenter_overfits_one_batch(tiny_store, tmp_path):
         "schedule.epochs=30",
         "schedule.warmup_epochs=0",
         "schedule.kind=multistep",
+        "schedule.max_steps=null",
         "optim.layer_decay=null",
         "model.drop_path_rate=0.0",
         "optim.base_lr=1.0",
@@ -106,6 +107,10 @@ def test_cli_finetune_from_pretrained_encoder_then_evaluate(tiny_store, tmp_path
     )
     assert result.exit_code == 0, result.output
     assert "loaded" in (ft / "encoder_load.txt").read_text()
+    # --epochs replaced the preset's step budget and step-interval validation.
+    ran = load_config(ft / "config.yaml")
+    assert ran.schedule.max_steps is None and ran.trainer.val_every_n_steps is None
+    assert ran.schedule.epochs == 2
     for name in (
         "checkpoints/best.ckpt",
         "test/confusion_matrix.png",
@@ -121,6 +126,7 @@ def test_cli_finetune_from_pretrained_encoder_then_evaluate(tiny_store, tmp_path
     hp = checkpoint["hyper_parameters"]
     assert hp["classes"]["names"] == ["water", "field", "urban"]
     assert hp["data"]["bands"] == ["HH"] and hp["data"]["patch_size"] == 64
+    assert hp["data"]["dataset"] == {"name": tiny_store.name, "path": str(tiny_store.resolve())}
     assert hp["model"]["num_classes"] == 3 and hp["model"]["encoder"]["embed_dim"] == 24
     assert hp["config"]["data"]["label_fraction"] == 0.5
     # 16 training patches x 0.5 = 8 patches = 2 steps per epoch of 4, over 2 epochs.

@@ -165,6 +165,9 @@ class TrainerConfig(_Frozen):
     last_checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="also refresh checkpoints/last.ckpt every N optimiser steps"
     )
+    # Speed only (alos2fm.train.speed): the same computation up to floating-point rounding.
+    fused_attention: bool = Field(False, description="timm's fused Swin window attention")
+    compile: bool = Field(False, description="torch.compile of the model's forward")
     val_every_n_steps: int | None = Field(
         None, ge=1, description="validate (and select the best model) every N steps, not epochs"
     )
@@ -275,6 +278,16 @@ class FinetuneConfig(_Frozen):
     # Clipping by default: fine-tuning starts from a random decoder whose first gradients
     # can be large enough to wreck a pretrained encoder.
     trainer: TrainerConfig = TrainerConfig(gradient_clip_val=1.0)
+
+    @model_validator(mode="after")
+    def _validates_within_the_budget(self) -> FinetuneConfig:
+        steps, every = self.schedule.max_steps, self.trainer.val_every_n_steps
+        if steps is not None and every is not None and every > steps:
+            raise ValueError(
+                f"trainer.val_every_n_steps {every} > schedule.max_steps {steps}: the run "
+                "would never validate, so no best checkpoint"
+            )
+        return self
 
 
 _STAGES: dict[str, type[BaseModel]] = {"pretrain": PretrainConfig, "finetune": FinetuneConfig}
