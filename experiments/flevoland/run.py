@@ -74,7 +74,9 @@ from scene import (  # noqa: E402
 from splits import IGNORE, SplitRule, make_split, sample_label_fraction  # noqa: E402
 
 PretrainedMethod = Literal["simmim", "sarw_simmim", "sarw_simmim_shared", "mixmae", "sarw_mixmae"]
-Method = Literal["random", "rf"] | PretrainedMethod
+Method = Literal["random", "unet", "rf"] | PretrainedMethod
+# Fine-tuning recipe of each supervised architecture (configs/); Swin runs use the plan's.
+CNN_RECIPES = {"unet": "finetune_unet.yaml"}
 # Pretrained methods: (recipe in configs/, weighting kind, weighting mode).
 PRETRAINING = {
     "simmim": ("pretrain_simmim.yaml", "none", "per_channel"),
@@ -123,6 +125,10 @@ class StudyConfig(BaseModel):
     levers: dict[str, Lever] = {}
     pretrain_epochs: int = Field(ge=1)
     finetune_epochs: int = Field(ge=1)
+    # The Swin fine-tuning recipe (configs/), and a budget in optimiser steps that replaces
+    # finetune_epochs when set (the package's recipe: windows sampled every step).
+    finetune_recipe: str = "finetune.yaml"
+    finetune_steps: int | None = Field(default=None, ge=1)
     patch: int = 64
     pretrain_stride: int = 16
     train_stride: int = 32
@@ -157,7 +163,8 @@ class StudyConfig(BaseModel):
         return jobs
 
     def recipe(self, method: str) -> tuple[str, int]:
-        """(whose encoder: ``random`` or a pretraining run's name, fine-tuning epochs)."""
+        """(whose encoder: ``random``, ``unet`` or a pretraining run's name, fine-tuning
+        epochs)."""
         lever = self.levers.get(method)
         if lever is None:
             return method, self.finetune_epochs
@@ -171,6 +178,7 @@ class StudyConfig(BaseModel):
 
 METHOD_LABELS = {
     "random": "Random init",
+    "unet": "U-Net (ResNet-18, random init)",
     "simmim": "SimMIM",
     "sarw_simmim": "SAR-W-SimMIM",
     "sarw_simmim_shared": "SAR-W-SimMIM (shared_avg)",
@@ -277,6 +285,7 @@ def finetune_and_predict(
     epochs: int,
     n_bands: int,
     product,
+    architecture: str = "swin",
 ) -> np.ndarray:
     """Fine-tune on ``store`` (resuming an interrupted run) and predict the whole scene."""
     from alos2fm.evaluation.predict import load_segmenter_for_inference, predict_strips
@@ -286,14 +295,12 @@ def finetune_and_predict(
 
     best = run_dir / CHECKPOINTS / BEST
     if not (run_dir / "test" / "metrics.json").exists():
+        schedule = {"epochs": epochs, "max_steps": cfg.finetune_steps}
+        recipe = CNN_RECIPES.get(architecture, cfg.finetune_recipe)
         config = resolve_config(
             "finetune",
-            preset=str(HERE / "configs" / "finetune.yaml"),
-            overrides={
-                "seed": seed,
-                "model": {"in_chans": n_bands},
-                "schedule": {"epochs": epochs},
-            },
+            preset=str(HERE / "configs" / recipe),
+            overrides={"seed": seed, "model": {"in_chans": n_bands}, "schedule": schedule},
         )
         last = last_checkpoint(run_dir)
         if last is None and run_dir.exists():
@@ -348,7 +355,7 @@ def run_study(
                 prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
             else:
                 encoder, epochs = cfg.recipe(method)
-                if encoder != "random" and encoder not in encoders:
+                if encoder not in ("random", *CNN_RECIPES) and encoder not in encoders:
                     store = root / "pretrain_store"
                     if not (store / "index.parquet").exists():
                         prepare_pretraining(store, data, bands, cfg.patch, cfg.pretrain_stride)
@@ -363,8 +370,9 @@ def run_study(
                         cfg.patch, cfg.train_stride,
                     )  # fmt: skip
                 prediction = finetune_and_predict(
-                    cfg, store, run_dir, encoders.get(encoder), seed, epochs, len(bands), product
-                )
+                    cfg, store, run_dir, encoders.get(encoder), seed, epochs, len(bands),
+                    product, architecture=method if method in CNN_RECIPES else "swin",
+                )  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)
             save_prediction(run_dir / "prediction.npz", prediction)
             names = [CLASS_NAMES[c] for c in split.scored]
