@@ -58,6 +58,7 @@ from alos2fm.train.checkpointing import (
     RestoreLoaderPosition,
 )
 from alos2fm.train.config import TrainerConfig
+from alos2fm.train.speed import SpeedOptions
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -152,6 +153,7 @@ def build_trainer(
             every_n_minutes=cfg.last_checkpoint_every_n_minutes,
         ),
         RestoreLoaderPosition(),
+        SpeedOptions(cfg.fused_attention, cfg.compile),
         *callbacks,
     ]
     if monitor is not None:
