@@ -134,3 +134,24 @@ def test_fractions_are_seeded():
 def test_fraction_out_of_range_rejected():
     with pytest.raises(ValueError, match="fraction"):
         sample_label_fraction(_labels(), 0.0, seed=0)
+
+
+def test_parcel_budgets_keep_whole_parcels_k_per_class_and_are_nested():
+    from splits import sample_parcels
+
+    labels = np.full((20, 20), IGNORE, dtype=np.uint8)
+    parcels = [np.s_[0:4, 0:4], np.s_[0:4, 10:14], np.s_[10:12, 0:8]]  # class 0, 16 px each
+    for parcel in parcels:
+        labels[parcel] = 0
+    labels[15:20, 15:20] = 1  # class 1: one parcel
+    three = sample_parcels(labels, 3, seed=0)
+    assert np.array_equal(three, labels)  # every parcel of each class
+    seen = set()
+    for seed in range(12):
+        one = sample_parcels(labels, 1, seed=seed)
+        assert (one == 1).sum() == 25  # class 1's only parcel, whole
+        kept = [i for i, parcel in enumerate(parcels) if (one[parcel] == 0).all()]
+        assert len(kept) == 1 and (one == 0).sum() == 16  # exactly one whole parcel
+        assert (sample_parcels(labels, 2, seed=seed)[parcels[kept[0]]] == 0).all()  # nested
+        seen.add(kept[0])
+    assert seen == {0, 1, 2}  # the seed chooses among all parcels
