@@ -62,7 +62,11 @@ def test_onnx_runtime_agrees_with_pytorch_for_any_batch(checkpoint, tmp_path: Pa
     stored = json.loads((folder / "meta.json").read_text())
     assert InferenceMeta.from_hparams(stored) == META
     assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",  # the model card, and the encoder in the timm hub layout
+        "absolute_pos_embed.safetensors",
+        "config.json",
         "meta.json",
+        "model.safetensors",
         "segmenter.onnx",
         "segmenter.safetensors",
     ]

@@ -56,6 +56,7 @@ def test_cli_pretrain_writes_the_run_folder(tiny_store, tmp_path, method):
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert meta["method"] == method and meta["weighting"]["kind"] == "sar"
     assert meta["data"]["bands"] == ["HH"] and meta["global_step"] == 4  # 16 patches / 4
+    assert meta["dataset"] == {"name": tiny_store.name, "path": str(tiny_store.resolve())}
     # encoder.json alone rebuilds the encoder, which takes the weights strictly.
     encoder = create_encoder(**meta["encoder"])
     encoder.load_state_dict(load_file(weights), strict=True)

@@ -59,6 +59,12 @@ class Normalisation:
         return {"bands": list(self.bands), "mean": list(self.mean_db), "std": list(self.std_db)}
 
 
+def dataset_record(root: str | Path) -> dict[str, str]:
+    """Which patch store a model was trained on, for its model card (``alos2fm export``)."""
+    root = Path(root).resolve()
+    return {"name": root.name, "path": str(root)}
+
+
 def dataset_normalisation(root: str | Path, kind: str = "stats") -> Normalisation:
     """The dataset's band statistics (``stats``) or the paper's HH constants (``paper``)."""
     stats = read_stats(root)

@@ -28,7 +28,7 @@ from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.train.augment import augment
 from alos2fm.train.config import FinetuneConfig, save_config
-from alos2fm.train.data import Normalisation, PatchDataModule
+from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
 from alos2fm.train.engine import CHECKPOINTS, build_trainer, quiet_third_party, seed_run
 from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
@@ -119,6 +119,7 @@ class FinetuneModule(L.LightningModule):
                 "units": "dB",
                 # What prepare did to the products (multilook, speckle filter): predict repeats it.
                 "preprocessing": Preprocessing.of_dataset(root).as_dict(),
+                "dataset": dataset_record(root),
             },
             classes=classes,
             class_weights=list(weights) if weights is not None else None,

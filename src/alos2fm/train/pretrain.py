@@ -32,7 +32,7 @@ from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
 from alos2fm.train.augment import augment, sample_windows
 from alos2fm.train.config import PretrainConfig, save_config
-from alos2fm.train.data import Normalisation, PatchDataModule
+from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
 from alos2fm.train.engine import build_trainer, last_checkpoint, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
 
@@ -165,6 +165,7 @@ class PretrainModule(L.LightningModule):
             self.run_dir,
             epochs=self.current_epoch,
             steps=self.global_step,
+            dataset=dataset_record(self.trainer.datamodule.root),
         )
 
 
@@ -175,6 +176,7 @@ def export_encoder(
     out_dir: Path,
     epochs: int,
     steps: int,
+    dataset: dict[str, str] | None = None,
 ) -> Path:
     """Save the encoder weights and the metadata that rebuilds the encoder."""
     from safetensors.torch import save_file
@@ -192,6 +194,7 @@ def export_encoder(
         "weighting": cfg.weighting.model_dump(mode="json"),
         "epochs": epochs,
         "global_step": steps,
+        "dataset": dataset,
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
     meta_path = out_dir / ENCODER_META
