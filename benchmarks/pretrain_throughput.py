@@ -236,6 +236,8 @@ def paper_throughput(tmp: Path, args) -> list[dict]:
                 "data.num_workers=0",
                 "weighting.kind=sar",
                 "trainer.accelerator=cpu",
+                "trainer.devices=1",  # the presets ask for 8 GPUs under DDP
+                "trainer.strategy=auto",
                 f"trainer.precision={precision}",
                 "trainer.log_every_n_steps=50",
                 "figure_every_n_epochs=100",
