@@ -50,7 +50,7 @@ def report(demo: Path) -> str:
         "# alos2fm demo report (synthetic scene)",
         "",
         "Everything here comes from a **synthetic** ALOS-2-like L2.1 scene made by "
-        "`alos2fm synth`, with tiny CPU models trained for a few epochs: it shows that the "
+        "`alos2fm synth`, with tiny CPU models trained for a few hundred steps: it shows that the "
         "pipeline runs end to end and what each stage writes, not how well the method works.",
         "",
         "## Test-split scores",
