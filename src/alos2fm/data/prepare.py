@@ -45,6 +45,7 @@ import pandas as pd
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data import store
 from alos2fm.data.balance import UNLABELLED, BalanceConfig, patch_category
 from alos2fm.data.classes import DEFAULT_CLASSES
@@ -418,9 +419,8 @@ def _read_done(staging: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(content, indent=2) + "\n")
 
 
 # --- the whole run --------------------------------------------------------------------------

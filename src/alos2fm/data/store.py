@@ -31,7 +31,6 @@ the median taken over the classes present; an absent class gets weight 0.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import IGNORE_INDEX
 from alos2fm.data.shards import ShardedArray
 from alos2fm.errors import DataError
@@ -234,9 +234,8 @@ def write_index(root: str | Path, index: pd.DataFrame) -> Path:
     if missing:
         raise ValueError(f"index is missing columns {missing}")
     path = Path(root) / INDEX
-    tmp = path.with_name(f".{path.name}.tmp")
-    index.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        index.reset_index(drop=True).to_parquet(tmp, index=False)
     return path
 
 
@@ -357,9 +356,8 @@ def median_frequency_weights(counts: np.ndarray) -> np.ndarray:
 
 def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:
     path = Path(root) / STATS
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(stats, indent=2) + "\n")
     return path
 
 
