@@ -15,7 +15,6 @@ reshuffle the others.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import IGNORE_INDEX
 from alos2fm.errors import DataError
 
@@ -259,7 +259,6 @@ def plot_distribution(
             Patch(facecolor="grey", edgecolor="black", label="after"),
         ]
     )
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix or '.png'}")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     return path

@@ -10,13 +10,14 @@ Class colours are RGB 0-255 triples, as in the label tables; the ignore / no-dat
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from alos2fm.atomic import atomic_path
 
 NODATA = 255
 Colour = Sequence[int]
@@ -25,12 +26,8 @@ Colour = Sequence[int]
 def _save(fig: Figure, out_png: str | Path) -> Path:
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.partial")
-    try:
+    with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_png
 
 

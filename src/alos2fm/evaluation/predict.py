@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
@@ -125,9 +126,8 @@ def save_inference_checkpoint(model: Segmenter, meta: InferenceMeta, path: str |
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {f"{STATE_PREFIX}{key}": value for key, value in model.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.partial")
-    torch.save({"state_dict": state, "hyper_parameters": meta.hparams()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"state_dict": state, "hyper_parameters": meta.hparams()}, tmp)
     return path
 
 

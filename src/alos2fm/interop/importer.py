@@ -16,13 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from alos2fm.atomic import atomic_path
 from alos2fm.interop.authors import Conversion, Format, convert
 from alos2fm.interop.safe_load import load_checkpoint_safely
 from alos2fm.models.segmenter import WeightsError
@@ -123,9 +123,8 @@ def adapt_channels(
 
 
 def _write_atomically(path: Path, write) -> Path:
-    partial = path.with_name(f".{path.name}.partial")
-    write(partial)
-    os.replace(partial, path)
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
 
 

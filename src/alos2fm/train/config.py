@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alos2fm.atomic import atomic_path
 from alos2fm.errors import Alos2fmError
 
 
@@ -412,9 +413,8 @@ def load_config(path: str | Path) -> PretrainConfig | FinetuneConfig:
 
 
 def save_config(config: BaseModel, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (write to a sibling, then rename)."""
+    """Write the resolved config as YAML, atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -22,6 +22,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data.recipe import Preprocessing
 from alos2fm.data.store import IGNORE_INDEX
 from alos2fm.errors import DataError
@@ -205,9 +206,8 @@ def write_test_report(module: FinetuneModule, out_dir: Path, checkpoint: Path | 
     scores["checkpoint"] = str(checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "metrics.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(scores, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(scores, indent=2) + "\n")
     names = module.hparams.classes["names"]
     plot_confusion_matrix(
         np.asarray(scores["confusion_matrix"]), names, out_dir / "confusion_matrix.png"

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
+from alos2fm.atomic import atomic_path
 from alos2fm.errors import Alos2fmError
 from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
@@ -183,10 +184,9 @@ def export_encoder(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / ENCODER_WEIGHTS
-    tmp = weights.with_name(weights.name + ".tmp")
     state = {k: v.contiguous().cpu() for k, v in model.encoder_state_dict().items()}
-    save_file(state, tmp, metadata={"format": "pt", "producer": "alos2fm pretrain"})
-    tmp.replace(weights)
+    with atomic_path(weights) as tmp:
+        save_file(state, tmp, metadata={"format": "pt", "producer": "alos2fm pretrain"})
     meta = {
         "encoder": model.encoder_config(),
         "data": normalisation.as_dict() | {"units": "dB"},
@@ -198,9 +198,8 @@ def export_encoder(
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
     }
     meta_path = out_dir / ENCODER_META
-    tmp = meta_path.with_name(meta_path.name + ".tmp")
-    tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    tmp.replace(meta_path)
+    with atomic_path(meta_path) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2) + "\n")
     return weights
 
 
