@@ -8,6 +8,7 @@ import torch
 from alos2fm.models.simmim import SimMIM
 from alos2fm.models.targets import hog, local_mean
 from tests.models.test_simmim import TINY_SWIN
+from tests.tiny_models import overfit_one_batch
 
 
 def test_local_mean_of_a_step_edge_and_of_a_constant():
@@ -54,13 +55,5 @@ def test_simmim_learns_each_robust_target(target):
     x = torch.randn(2, 1, 64, 64)
     out = model(x)
     assert out.pred.shape == (2, 1, 64, 64) and out.mask.shape == (2, 1, 64, 64)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(25):
-        torch.manual_seed(1)  # the same mask every step: the model can memorise it
-        loss = model(x).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = overfit_one_batch(model, x, steps=25)
     assert losses[-1] < 0.7 * losses[0], losses
