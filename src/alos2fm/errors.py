@@ -30,3 +30,12 @@ class ProductError(Alos2fmError):
 
 class DataError(Alos2fmError):
     """Input data that cannot make a dataset: no valid pixels, no overlap, bad labels."""
+
+
+def validation_problems(error: Exception, whole: str = "settings") -> str:
+    """A pydantic ``ValidationError`` as one line: ``key.path: message; ...`` (``whole``
+    names problems of the object itself)."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or whole}: {e['msg']}"
+        for e in error.errors()  # type: ignore[attr-defined]
+    )

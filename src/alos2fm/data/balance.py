@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import IGNORE_INDEX
-from alos2fm.errors import DataError
+from alos2fm.errors import DataError, validation_problems
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def load_balance_preset(name_or_path: str | Path) -> BalanceConfig:
             f"cannot read balance preset: {err}", path, hint="presets: no_forest, forest_capped"
         ) from err
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+        problems = validation_problems(err)
         raise DataError(f"invalid balance preset: {problems}", path) from None
 
 

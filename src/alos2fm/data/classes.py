@@ -37,7 +37,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alos2fm.errors import DataError
+from alos2fm.errors import DataError, validation_problems
 
 IGNORE_INDEX = 255
 DEFAULT_CLASSES = "hrlulc_v23.12_to_9"
@@ -355,9 +355,7 @@ def load_class_table(name_or_path: str | Path | ClassTable = DEFAULT_CLASSES) ->
     try:
         return ClassTable.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'table'}: {e['msg']}" for e in err.errors()
-        )
+        problems = validation_problems(err, "table")
         raise DataError(
             f"invalid class table: {problems}", path, hint="see hrlulc_v23.12_to_9.yaml"
         ) from None

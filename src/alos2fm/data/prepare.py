@@ -50,7 +50,7 @@ from alos2fm.data import store
 from alos2fm.data.balance import UNLABELLED, BalanceConfig, patch_category
 from alos2fm.data.classes import DEFAULT_CLASSES
 from alos2fm.data.split import BUFFER, SplitConfig, split_patches
-from alos2fm.errors import DataError
+from alos2fm.errors import DataError, validation_problems
 from alos2fm.products.base import RasterGrid, Window
 
 if TYPE_CHECKING:
@@ -185,9 +185,7 @@ def prepare_config(
     try:
         return PrepareConfig.model_validate(raw)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in err.errors()
-        )
+        problems = validation_problems(err, "config")
         raise DataError(f"invalid prepare settings: {problems}", source) from None
 
 

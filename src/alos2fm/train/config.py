@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alos2fm.atomic import atomic_path
-from alos2fm.errors import Alos2fmError
+from alos2fm.errors import Alos2fmError, validation_problems
 
 
 class ConfigError(Alos2fmError):
@@ -389,9 +389,7 @@ def resolve_config(
     try:
         return cls.model_validate(tree)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
-        )
+        problems = validation_problems(err)
         raise ConfigError(
             f"invalid {stage} configuration: {problems}",
             path=preset,
