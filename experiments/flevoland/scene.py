@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import ClassTable, load_class_table
 from alos2fm.data.prepare import prepare_config, run_prepare
 from alos2fm.products.base import Window
@@ -72,9 +73,8 @@ def scored_table(scored: Sequence[int]) -> ClassTable:
 
 def _save(path: Path, array: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npy")
-    np.save(tmp, array)
-    tmp.replace(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:  # np.save would add ".npy"
+        np.save(handle, array)
     return path
 
 
@@ -135,7 +135,10 @@ def prepare_finetuning(
     gt = _save(inputs / "labels.npy", label_image(block_split.shape, scored, labels))
     split_map = _save(inputs / "split_map.npy", (block_split + 1).astype(np.uint8))
     table = inputs / "classes.yaml"
-    table.write_text(yaml.safe_dump(scored_table(scored).model_dump(mode="json"), sort_keys=False))
+    with atomic_path(table) as tmp:
+        tmp.write_text(
+            yaml.safe_dump(scored_table(scored).model_dump(mode="json"), sort_keys=False)
+        )
     return _prepare(
         out,
         data_dir,

@@ -370,3 +370,31 @@ def test_caps_exclusions_and_class_weights_use_the_table_of_any_source(tmp_path)
     counts = np.array(stats["class_pixel_counts"])
     assert counts.sum() > 0 and len(stats["class_weights"]) == 2
     assert stats["class_weights"] == pytest.approx(store.median_frequency_weights(counts))
+
+
+def test_mismatched_label_inputs_are_refused(tmp_path):
+    """One pixel-grid image for two products, a line layer, polygons far from the scene."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    chips = [_chip(first, size=64), _chip(second, size=64, seed=1)]
+    np.save(tmp_path / "gt.npy", np.zeros((64, 64), np.uint8))
+    with pytest.raises(DataError, match="1 pixel-grid image.s. for 2 product.s."):
+        _prepare(tmp_path, chips, labels=[tmp_path / "gt.npy"], labels_grid="pixel")
+
+    import pyogrio.raw
+
+    line = shapely.LineString([(139.5, 35.5), (139.51, 35.49)])
+    pyogrio.raw.write(
+        tmp_path / "roads.gpkg",
+        geometry=shapely.to_wkb(np.array([line], dtype=object)),
+        field_data=[np.array([1], dtype=object)],
+        fields=["landuse"],
+        crs="EPSG:4326",
+        geometry_type="LineString",
+    )
+    with pytest.raises(DataError, match="LineString geometries, not polygons"):
+        open_labels(tmp_path / "roads.gpkg", "water_mask", field="landuse")
+
+    far = _write_layer(tmp_path / "far.gpkg", [shapely.box(10.0, 50.0, 10.1, 50.1)], [1])
+    with pytest.raises(DataError, match="does not overlap the label layer"):
+        _prepare(tmp_path, chips[:1], labels=[far], classes="water_mask", label_field="landuse")

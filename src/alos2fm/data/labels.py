@@ -202,10 +202,6 @@ class LabelMap(LabelSource):
         self.files = [t.path for t in self.tiles]
         self._handles: dict[Path, Any] = {}
 
-    @property
-    def paths(self) -> list[Path]:
-        return self.files
-
     @staticmethod
     def _describe(path: Path) -> _Tile:
         import rasterio
@@ -251,7 +247,7 @@ class LabelMap(LabelSource):
         """Checks that the scene has a map CRS, that its bounds fall on Earth once converted
         to lon/lat (a wrong UTM zone or transform shows here), and that a map overlaps it."""
         grid = product.grid
-        maps = ", ".join(str(p) for p in self.paths)
+        maps = ", ".join(str(p) for p in self.files)
         west, south, east, north = _scene_lonlat(grid, scene)
         if not self.overlaps(grid):
             raise DataError(

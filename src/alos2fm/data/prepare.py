@@ -692,19 +692,18 @@ def product_files(path: Path) -> list[Path]:
         return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if path.suffix.lower() == ".bin":  # one band of a PolSARpro folder: the folder is read
         return product_files(path.parent)
-    if is_product_name(path):
-        name = parse_product_name(path)
-        same = [
-            p
-            for p in path.parent.iterdir()
-            if p.is_file()
-            and is_product_name(p)
-            and parse_product_name(p).scene_id == name.scene_id
-            and parse_product_name(p).product_id == name.product_id
-            and parse_product_name(p).file_kind != "BRS"  # quicklooks are not read
-        ]
-        return sorted(same)
-    return [path]
+    if not is_product_name(path):
+        return [path]
+    wanted = parse_product_name(path)
+    same = []
+    for p in path.parent.iterdir():
+        if not (p.is_file() and is_product_name(p)):
+            continue
+        name = parse_product_name(p)
+        same_product = (name.scene_id, name.product_id) == (wanted.scene_id, wanted.product_id)
+        if same_product and name.file_kind != "BRS":  # quicklooks are not read
+            same.append(p)
+    return sorted(same)
 
 
 def _digest(text: str) -> str:

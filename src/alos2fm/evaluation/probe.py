@@ -49,16 +49,14 @@ class ProbeSettings:
 
 
 def load_frozen_encoder(source: str | Path, seed: int, architecture: dict[str, Any]) -> Any:
-    """The encoder of an ``encoder.safetensors`` (its ``encoder.json`` beside it names the
-    architecture), or a random one of ``architecture`` (seeded) for ``source="random"``."""
+    """An encoder of ``architecture``: random (seeded) for ``source="random"``, else with the
+    weights of ``source`` (an ``encoder.safetensors``; see ``encoder_architecture``)."""
     from alos2fm.models.backbones import build_encoder
     from alos2fm.models.segmenter import Segmenter, load_encoder_weights
 
     torch.manual_seed(seed)
-    if str(source) == RANDOM:
-        encoder = build_encoder(architecture)
-    else:
-        encoder = build_encoder(encoder_architecture(source))
+    encoder = build_encoder(architecture)
+    if str(source) != RANDOM:
         load_encoder_weights(Segmenter(encoder, num_classes=2, decoder_channels=8), source)
     return encoder.eval().requires_grad_(False)
 
@@ -102,9 +100,19 @@ def _tiles(image: torch.Tensor, label: torch.Tensor, size: int):
             )
 
 
+def labelled_counts(dataset: Any) -> np.ndarray:
+    """Labelled pixels of each patch of ``dataset``, from its label array alone (the
+    weights that spread a pixel draw over patches; the same for every seed)."""
+    from alos2fm.data.store import open_patch_arrays
+
+    labels = open_patch_arrays(dataset.root).labels
+    return np.array([int((labels[int(p)] != IGNORE_INDEX).sum()) for p in dataset.positions])
+
+
 def sample_features(
     encoder: Any,
     dataset: Any,
+    counts: np.ndarray,
     normalise: Any,
     size: int,
     pixels: int,
@@ -112,36 +120,24 @@ def sample_features(
     batch_size: int = 16,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(features (N, F), labels (N,)) of ``pixels`` labelled pixels drawn uniformly among
-    all labelled pixels of ``dataset`` (reservoir-free: pixels are drawn per patch in
-    proportion to its labelled count)."""
-    counts = np.array(
-        [int((dataset[i]["label"] != IGNORE_INDEX).sum()) for i in range(len(dataset))]
-    )
+    all labelled pixels of ``dataset``: per patch in proportion to its labelled ``counts``,
+    then uniformly inside it."""
     if counts.sum() == 0:
         raise ProbeError("no labelled pixel in this split", dataset.root)
     take = rng.multinomial(min(pixels, int(counts.sum())), counts / counts.sum())
     features, labels = [], []
-    tiles, wanted = [], []
     for i in np.flatnonzero(take):
         item = dataset[int(i)]
-        for image, label in _tiles(item["image"], item["label"], size):
-            tiles.append((image, label))
-        wanted.append((len(tiles), int(take[i])))
-    # Features of every tile of the chosen patches, then the drawn pixels of each patch.
-    start = 0
-    for end, count in wanted:
-        patch_tiles = tiles[start:end]
-        start = end
+        tiles = list(_tiles(item["image"], item["label"], size))
         feats, labs = [], []
-        for b in range(0, len(patch_tiles), batch_size):
-            chunk = patch_tiles[b : b + batch_size]
-            images = normalise(torch.stack([t[0] for t in chunk]))
-            f = pixel_features(encoder, images)
+        for b in range(0, len(tiles), batch_size):
+            chunk = tiles[b : b + batch_size]
+            f = pixel_features(encoder, normalise(torch.stack([t[0] for t in chunk])))
             feats.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
             labs.append(torch.stack([t[1] for t in chunk]).reshape(-1))
         feats, labs = torch.cat(feats), torch.cat(labs)
         labelled = torch.nonzero(labs != IGNORE_INDEX).squeeze(1).numpy()
-        chosen = rng.choice(labelled, size=min(count, len(labelled)), replace=False)
+        chosen = rng.choice(labelled, size=min(int(take[i]), len(labelled)), replace=False)
         features.append(feats[chosen].numpy())
         labels.append(labs[chosen].numpy())
     return np.concatenate(features), np.concatenate(labels)
@@ -188,17 +184,21 @@ def run_probe(
     architecture = architecture or _first_architecture(encoders)
     train = PatchDataset(data, "train", with_labels=True)
     evaluated = {s: PatchDataset(data, s, with_labels=True) for s in settings.splits}
+    counts = {s: labelled_counts(d) for s, d in [("train", train), *evaluated.items()]}
     rows = []
     for source in encoders:
+        spec = architecture if str(source) == RANDOM else encoder_architecture(source)
+        size = int(spec.get("img_size", 256))
         for seed in range(settings.seeds):
-            encoder = load_frozen_encoder(source, seed, architecture)
-            size = int(_encoder_size(source, architecture))
+            encoder = load_frozen_encoder(source, seed, spec)
             rng = np.random.default_rng(seed)
-            x, y = sample_features(encoder, train, normalise, size, settings.train_pixels, rng)
+            x, y = sample_features(
+                encoder, train, counts["train"], normalise, size, settings.train_pixels, rng
+            )
             model = fit_classifier(x, y, settings.classifier, seed)
             for split, dataset in evaluated.items():
                 xs, ys = sample_features(
-                    encoder, dataset, normalise, size, settings.eval_pixels, rng
+                    encoder, dataset, counts[split], normalise, size, settings.eval_pixels, rng
                 )
                 matrix = np.zeros((len(names), len(names)), dtype=np.int64)
                 np.add.at(matrix, (ys, model.predict(xs)), 1)
@@ -262,8 +262,3 @@ def _first_architecture(encoders: Sequence[str | Path]) -> dict[str, Any]:
     raise ProbeError(
         "a random encoder alone has no architecture", hint="pass --preset NAME for its model"
     )
-
-
-def _encoder_size(source: str | Path, architecture: dict[str, Any]) -> int:
-    spec = architecture if str(source) == RANDOM else encoder_architecture(source)
-    return int(spec.get("img_size", 256))

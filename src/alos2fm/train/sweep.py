@@ -56,8 +56,8 @@ def run_lr_sweep(
             resume = (run / "checkpoints" / "last.ckpt").exists()
             run_finetune(candidate, data, run, encoder=encoder, resume=resume)
         scores.append(best_validation_miou(run))
-    ranked = [r for r, s in zip(rates, scores, strict=True) if s == s]  # NaN-free
-    best = max(ranked, key=lambda r: scores[list(rates).index(r)]) if ranked else float("nan")
+    scored = [(score, rate) for rate, score in zip(rates, scores, strict=True) if score == score]
+    best = max(scored)[1] if scored else float("nan")  # NaN: a run that never validated
     summary = out / "sweep.json"
     summary.write_text(
         json.dumps(
