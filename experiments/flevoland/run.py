@@ -50,6 +50,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -71,7 +72,13 @@ from scene import (  # noqa: E402
     read_ground_truth,
     read_scene_db,
 )
-from splits import IGNORE, SplitRule, make_split, sample_label_fraction  # noqa: E402
+from splits import (  # noqa: E402
+    IGNORE,
+    SplitRule,
+    make_split,
+    sample_label_fraction,
+    sample_parcels,
+)
 
 PretrainedMethod = Literal["simmim", "sarw_simmim", "sarw_simmim_shared", "mixmae", "sarw_mixmae"]
 Method = Literal["random", "unet", "rf"] | PretrainedMethod
@@ -87,12 +94,45 @@ PRETRAINING = {
 }
 
 
+def parse_budget(budget: str | float) -> tuple[Literal["fraction", "parcels"], float]:
+    """A label budget: ``"k3"`` (3 labelled parcels per class), ``"0.1%"`` or a fraction
+    (``0.001``) of the training pixels."""
+    text = str(budget).strip()
+    problem = f"label budget {budget!r}: a fraction in (0, 1], 'P%' or 'kN' (N >= 1)"
+    if text.startswith("k"):
+        if not text[1:].isdigit() or int(text[1:]) < 1:
+            raise ValueError(problem)
+        return "parcels", int(text[1:])
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise ValueError(problem) from None
+    if not 0.0 < value <= 1.0:
+        raise ValueError(problem)
+    return "fraction", value
+
+
+def budget_tag(budget: str | float) -> str:
+    """The budget's name in folders and tables: ``k3``, ``0.1pct``, ``100pct``."""
+    kind, value = parse_budget(budget)
+    return f"k{value}" if kind == "parcels" else fraction_tag(value)
+
+
+def sample_budget(labels: np.ndarray, budget: str | float, seed: int) -> np.ndarray:
+    """The training labels of ``budget`` (nested within each kind for one seed)."""
+    kind, value = parse_budget(budget)
+    if kind == "parcels":
+        return sample_parcels(labels, int(value), seed)
+    return sample_label_fraction(labels, value, seed)
+
+
 class Lever(BaseModel):
     """A variant of ``base``: its pretraining recipe with ``pretrain`` config overrides
     (more epochs, another mask ratio, ...) and/or ``finetune_epochs`` fine-tuning epochs,
     scored like the plan's methods on a part of the grid (``settings``, ``split_seeds``,
-    ``fractions``; each ``None``: the plan's own list). Levers run after the methods; one
-    that changes only fine-tuning reuses its base's encoder."""
+    ``budgets``; each ``None``: the plan's own list; ``budgets: []`` for a lever that only
+    the probes use). Levers run after the methods; one that changes only fine-tuning
+    reuses its base's encoder."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -102,7 +142,7 @@ class Lever(BaseModel):
     finetune_epochs: int | None = Field(default=None, ge=1)
     settings: list[str] | None = None
     split_seeds: list[int] | None = None
-    fractions: list[float] | None = None
+    budgets: list[str] | None = None
 
     @model_validator(mode="after")
     def _changes_something(self) -> Lever:
@@ -113,16 +153,48 @@ class Lever(BaseModel):
         return self
 
 
+class Cells(BaseModel):
+    """Runs beyond the plan's grid, after it and in the order listed: ``methods`` x
+    ``budgets`` x ``split_seeds``, fine-tuned with ``finetune_seed`` (a second seed on key
+    cells) or, when it is ``None``, with the split seed (a part of the grid for some
+    methods only: the compute spent where the questions are)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    methods: list[str] = Field(min_length=1)
+    budgets: list[str] = Field(min_length=1)
+    split_seeds: list[int] = Field(min_length=1)
+    finetune_seed: int | None = None
+
+
+class ProbePlan(BaseModel):
+    """Frozen-feature probes (``alos2fm.evaluation.probe``) of ``encoders`` (``random``, a
+    pretrained method or a lever) on the fine-tuning dataset of one cell, ``seeds`` seeds."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    setting: str
+    split_seed: int
+    budget: str
+    encoders: list[str] = Field(min_length=2)
+    seeds: int = Field(10, ge=2)
+    train_pixels: int = Field(20000, ge=100)
+    eval_pixels: int = Field(200000, ge=100)
+
+
 class StudyConfig(BaseModel):
-    """The study plan (``configs/quick.yaml`` or ``configs/full.yaml``); sizes in pixels."""
+    """The study plan (``configs/*.yaml``); sizes in pixels. ``budgets`` are label budgets
+    (``parse_budget``: ``k1``, ``0.1%``, ``100%``), run in the order given."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     settings: dict[str, list[str]]  # name -> bands, e.g. {"HH": ["HH"]}
     split_seeds: list[int] = Field(min_length=1)
-    fractions: list[float] = Field(min_length=1)
+    budgets: list[str] = Field(min_length=1)
     methods: list[Method] = Field(min_length=1)
     levers: dict[str, Lever] = {}
+    cells: list[Cells] = []
+    probes: list[ProbePlan] = []
     pretrain_epochs: int = Field(ge=1)
     finetune_epochs: int = Field(ge=1)
     # The Swin fine-tuning recipe (configs/), and a budget in optimiser steps that replaces
@@ -137,30 +209,57 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _levers_fit_the_plan(self) -> StudyConfig:
+        for budget in self.budgets:
+            parse_budget(budget)
         for name, lever in self.levers.items():
             if name in PRETRAINING or name in ("random", "rf"):
                 raise ValueError(f"lever {name!r} has the name of a method")
             unknown = set(lever.settings or []) - set(self.settings)
             if unknown:
                 raise ValueError(f"lever {name!r}: settings {sorted(unknown)} not in the plan")
+        for cells in self.cells:
+            for budget in cells.budgets:
+                parse_budget(budget)
+            known = {"random", "rf", *CNN_RECIPES, *PRETRAINING, *self.levers}
+            unknown = set(cells.methods) - known
+            if unknown:
+                raise ValueError(f"cells: unknown methods {sorted(unknown)}")
+        for probe in self.probes:
+            unknown = set(probe.encoders) - {"random", *PRETRAINING, *self.levers}
+            if probe.setting not in self.settings or unknown:
+                raise ValueError(f"probe of {probe.setting}: unknown encoders {sorted(unknown)}")
         return self
 
-    def jobs(self, setting: str, bands: list[str]) -> list[tuple[int, float, str]]:
-        """(split seed, fraction, method or lever) in run order: the methods over the whole
-        grid, then the levers on their part of it, both seed by seed (an interrupted study
-        has every method, and every lever, for the cells it finished: paired)."""
-        methods = [m for m in self.methods if m != "sarw_simmim_shared" or len(bands) > 1]
-        jobs = [(s, f, m) for s in self.split_seeds for f in self.fractions for m in methods]
+    def jobs(self, setting: str, bands: list[str]) -> list[tuple[int, str, str, int]]:
+        """(split seed, budget, method or lever, fine-tuning seed) in run order: budget by
+        budget, seed by seed, every method (an interrupted study has every method for the
+        cells it finished: paired), then the extra cells, then the levers on their part."""
+        multi_band = len(bands) > 1
+        methods = [m for m in self.methods if m != "sarw_simmim_shared" or multi_band]
+        jobs = [(s, b, m, s) for b in self.budgets for s in self.split_seeds for m in methods]
+        for cells in self.cells:
+            jobs += [
+                (s, b, m, s if cells.finetune_seed is None else cells.finetune_seed)
+                for b in cells.budgets
+                for s in cells.split_seeds
+                for m in cells.methods
+                if m != "sarw_simmim_shared" or multi_band
+            ]
         levers = {n: v for n, v in self.levers.items() if setting in (v.settings or self.settings)}
-        for seed in self.split_seeds:
-            for fraction in self.fractions:
+
+        def lever_budgets(lever: Lever) -> set[str]:
+            budgets = self.budgets if lever.budgets is None else lever.budgets
+            return {budget_tag(b) for b in budgets}
+
+        for budget in self.budgets:
+            for seed in self.split_seeds:
                 jobs += [
-                    (seed, fraction, name)
+                    (seed, budget, name, seed)
                     for name, lever in levers.items()
                     if seed in (lever.split_seeds or self.split_seeds)
-                    and fraction in (lever.fractions or self.fractions)
+                    and budget_tag(budget) in lever_budgets(lever)
                 ]
-        return jobs
+        return list(dict.fromkeys(jobs))  # a cell listed twice runs once
 
     def recipe(self, method: str) -> tuple[str, int]:
         """(whose encoder: ``random``, ``unet`` or a pretraining run's name, fine-tuning
@@ -194,6 +293,13 @@ def slug(text: str) -> str:
 
 def fraction_tag(fraction: float) -> str:
     return f"{fraction * 100:g}pct"
+
+
+def budget_label(tag: str) -> str:
+    """A budget's tag (``budget_tag``) as tables show it: ``1 parcel/class``, ``0.1 %``."""
+    if tag.startswith("k"):
+        return f"{tag[1:]} parcel{'s' if tag != 'k1' else ''}/class"
+    return tag.removesuffix("pct") + " %"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -314,6 +420,44 @@ def finetune_and_predict(
 # --- the study ----------------------------------------------------------------------------
 
 
+@dataclass
+class SettingInputs:
+    """What the runs of one input setting share, made when first needed: the training
+    labels of each (split seed, budget), their fine-tuning datasets, pretrained encoders."""
+
+    cfg: StudyConfig
+    data: Path
+    root: Path
+    bands: list[str]
+    splits: dict[int, Any]
+    encoders: dict[str, Path] = field(default_factory=dict)
+
+    def train_labels(self, seed: int, budget: str) -> np.ndarray:
+        return sample_budget(self.splits[seed].labels["train"], budget, seed)
+
+    def store(self, seed: int, budget: str) -> Path:
+        store = self.root / "stores" / f"seed{seed}_{budget_tag(budget)}"
+        if not (store / "index.parquet").exists():
+            split = self.splits[seed]
+            labels = {**split.labels, "train": self.train_labels(seed, budget)}
+            prepare_finetuning(
+                store, self.data, self.bands, labels, split.block_split, split.scored,
+                self.cfg.patch, self.cfg.train_stride,
+            )  # fmt: skip
+        return store
+
+    def encoder(self, name: str) -> Path:
+        if name not in self.encoders:
+            store = self.root / "pretrain_store"
+            if not (store / "index.parquet").exists():
+                prepare_pretraining(
+                    store, self.data, self.bands, self.cfg.patch, self.cfg.pretrain_stride
+                )
+            run_dir = self.root / "pretrain" / name
+            self.encoders[name] = pretrain(self.cfg, name, store, run_dir, self.bands)
+        return self.encoders[name]
+
+
 def run_study(
     cfg: StudyConfig, data: Path, out: Path, only: list[str] | None = None
 ) -> pd.DataFrame:
@@ -337,55 +481,56 @@ def run_study(
         root = out / slug(setting)
         product = open_scene(data, bands)
         image_db = read_scene_db(product)
-        encoders: dict[str, Path] = {}  # pretrained when first needed
+        inputs = SettingInputs(cfg, data, root, bands, splits)
+        # The probes first: cheap, many seeds, and they decide between pretext variants.
+        for plan in (p for p in cfg.probes if p.setting == setting):
+            store = inputs.store(plan.split_seed, plan.budget)
+            weights = {e: inputs.encoder(e) for e in plan.encoders if e != "random"}
+            run_probes(plan, store, root / "probes", weights)
+
         features = None  # the Random Forest's, computed when first needed
-        for seed, fraction, method in cfg.jobs(setting, bands):
-            tag = f"seed{seed}_{fraction_tag(fraction)}"
+        for seed, budget, method, finetune_seed in cfg.jobs(setting, bands):
+            tag = f"seed{seed}_{budget_tag(budget)}"
+            if finetune_seed != seed:
+                tag += f"_ft{finetune_seed}"
             run_dir = root / "runs" / method / tag
             if (run_dir / "results.json").exists():
                 continue
             split = splits[seed]
-            train = sample_label_fraction(split.labels["train"], fraction, seed)
+            train = inputs.train_labels(seed, budget)
             log(f"{setting} | {method} | {tag}")
             started = time.perf_counter()
             if method == "rf":
                 if features is None:
                     features = _cached_features(root / "features.npy", image_db)
-                prediction = fit_predict(features, train, seed=seed, n_jobs=-1)
+                prediction = fit_predict(features, train, seed=finetune_seed, n_jobs=-1)
                 prediction[~np.isfinite(image_db).all(axis=0)] = IGNORE
             else:
                 encoder, epochs = cfg.recipe(method)
-                if encoder not in ("random", *CNN_RECIPES) and encoder not in encoders:
-                    store = root / "pretrain_store"
-                    if not (store / "index.parquet").exists():
-                        prepare_pretraining(store, data, bands, cfg.patch, cfg.pretrain_stride)
-                    encoders[encoder] = pretrain(
-                        cfg, encoder, store, root / "pretrain" / encoder, bands
-                    )
-                store = root / "stores" / tag
-                if not (store / "index.parquet").exists():
-                    labels = {**split.labels, "train": train}
-                    prepare_finetuning(
-                        store, data, bands, labels, split.block_split, split.scored,
-                        cfg.patch, cfg.train_stride,
-                    )  # fmt: skip
+                weights = None if encoder in ("random", *CNN_RECIPES) else inputs.encoder(encoder)
                 prediction = finetune_and_predict(
-                    cfg, store, run_dir, encoders.get(encoder), seed, epochs, len(bands),
-                    product, architecture=method if method in CNN_RECIPES else "swin",
+                    cfg, inputs.store(seed, budget), run_dir, weights, finetune_seed,
+                    epochs, len(bands), product,
+                    architecture=method if method in CNN_RECIPES else "swin",
                 )  # fmt: skip
             run_dir.mkdir(parents=True, exist_ok=True)
             save_prediction(run_dir / "prediction.npz", prediction)
             names = [CLASS_NAMES[c] for c in split.scored]
+            kind, value = parse_budget(budget)
             result = {
                 "setting": setting,
                 "bands": bands,
                 "method": method,
                 "split_seed": seed,
-                "fraction": fraction,
+                "finetune_seed": finetune_seed,
+                "budget": budget_tag(budget),
+                "fraction": value if kind == "fraction" else None,
+                "parcels_per_class": int(value) if kind == "parcels" else None,
                 "train_pixels": int((train != IGNORE).sum()),
                 "seconds": round(time.perf_counter() - started, 1),
                 "test": score_map(prediction, split.labels["test"], names),
                 "val": score_map(prediction, split.labels["val"], names),
+                "val_curve": validation_curve(run_dir),
             }
             write_json(run_dir / "results.json", result)
             # Scored and mapped: the checkpoints are not needed any more.
@@ -393,6 +538,40 @@ def run_study(
             log(f"  test mIoU {result['test']['miou']:.4f}  OA "
                 f"{result['test']['overall_accuracy']:.4f}")  # fmt: skip
     return collect(out)
+
+
+def validation_curve(run_dir: Path) -> list[list[float]]:
+    """(step, validation mIoU) of a fine-tuning run from its CSV log ([] for the RF): the
+    evidence that its budget reached a plateau."""
+    path = run_dir / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    log_table = pd.read_csv(path)
+    if "val/miou" not in log_table:
+        return []
+    curve = log_table.dropna(subset=["val/miou"]).drop_duplicates("step", keep="last")
+    return curve[["step", "val/miou"]].astype(float).values.tolist()
+
+
+def run_probes(plan: ProbePlan, store: Path, folder: Path, weights: dict[str, Path]) -> None:
+    """The probes of ``plan`` on ``store`` into ``folder/seed<S>_<budget>/probe.json``
+    (skipped when it exists): every encoder's rows and the paired comparison with the
+    first encoder."""
+    from alos2fm.evaluation.probe import ProbeSettings, compare_encoders, run_probe
+
+    path = folder / f"seed{plan.split_seed}_{budget_tag(plan.budget)}" / "probe.json"
+    if path.exists():
+        return
+    log(f"probes {plan.encoders} on {store.name} ({plan.seeds} seeds)")
+    # Rows are named by the encoder's folder: pretrain/<method or lever>, or ``random``
+    # (the architecture of the first pretrained encoder, drawn anew per seed).
+    sources = [weights.get(name, "random") for name in plan.encoders]
+    settings = ProbeSettings(
+        seeds=plan.seeds, train_pixels=plan.train_pixels, eval_pixels=plan.eval_pixels
+    )
+    rows = run_probe(store, sources, settings)
+    summary = {split: compare_encoders(rows, split) for split in settings.splits}
+    write_json(path, {"plan": plan.model_dump(), "runs": rows, **summary})
 
 
 def _cached_features(path: Path, image_db: np.ndarray) -> np.ndarray:
@@ -412,6 +591,9 @@ def collect(out: Path) -> pd.DataFrame:
     for path in sorted(out.glob("*/runs/*/*/results.json")):
         result = json.loads(path.read_text())
         row = {k: result[k] for k in ("setting", "method", "split_seed", "fraction")}
+        # First-edition runs (fractions only, fine-tuning seed = split seed).
+        row["budget"] = result.get("budget") or fraction_tag(result["fraction"])
+        row["finetune_seed"] = result.get("finetune_seed", result["split_seed"])
         row |= {"train_pixels": result["train_pixels"], "seconds": result["seconds"]}
         for split in ("test", "val"):
             scores = result[split]
@@ -448,7 +630,13 @@ def main() -> None:
     cfg = StudyConfig.model_validate(yaml.safe_load(plan.read_text()))
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     started = time.perf_counter()
-    table = run_study(cfg, args.data, args.out, args.setting)
+    from alos2fm.train.checkpointing import Preempted
+
+    try:
+        table = run_study(cfg, args.data, args.out, args.setting)
+    except Preempted as stop:  # SIGTERM/SIGUSR1: the run in progress is saved
+        log(f"{stop}; run the same command again to resume the study")
+        raise SystemExit(stop.exit_code) from None
     log(f"{len(table)} runs in {args.out} ({(time.perf_counter() - started) / 60:.1f} min)")
 
 

@@ -102,6 +102,9 @@ _THIRD_PARTY_NOISE = (
     r".*Checkpoint directory .* exists and is not empty.*",
     r".*You passed in a `val_dataloader` but have no `validation_step`.*",
     r".*does not have many workers which may be a bottleneck.*",
+    # Logging counts optimiser steps across epochs; with step budgets on a small dataset
+    # an epoch is shorter than the interval and Lightning's advice does not apply.
+    r".*is smaller than the logging interval.*",
 )
 
 
