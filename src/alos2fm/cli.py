@@ -532,11 +532,14 @@ def probe(
     )
     rows = run_probe(data, encoder, settings, architecture)
     summary = compare_encoders(rows)
+    from alos2fm.atomic import atomic_path
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "probe.json").write_text(json.dumps({"runs": rows, "test": summary}, indent=2) + "\n")
-    pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_iou"} for r in rows]).to_csv(
-        out / "probe.csv", index=False
-    )
+    with atomic_path(out / "probe.json") as tmp:
+        tmp.write_text(json.dumps({"runs": rows, "test": summary}, indent=2) + "\n")
+    table = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_iou"} for r in rows])
+    with atomic_path(out / "probe.csv") as tmp:
+        table.to_csv(tmp, index=False)
     table = Table(title=f"frozen-feature probe ({classifier}), test mIoU over {seeds} seeds")
     for column in ("encoder", "mIoU mean ± std", "paired diff", "p"):
         table.add_column(column)
