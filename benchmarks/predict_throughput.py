@@ -11,6 +11,10 @@ so that peak memory belongs to that size alone:
 - both are repeated ``--repeats`` times, alternating which runs first, and the fastest
   of each is kept (the least disturbed on a shared machine);
 - ``ratio_to_bare_forward`` = bare_forward_s / predict_s (target >= 0.8);
+- with ``--compile``, prediction runs the model compiled with fused attention
+  (``alos2fm predict --compile --fused-attention``; warmed up on a full and a partial
+  batch, so compilation is not timed) while the bare side stays eager: the ratio is then
+  what compiling buys over the eager floor;
 - ``km2_per_s`` = scene area / predict_s; ``peak_rss_mib`` = the process's ``ru_maxrss``
   (target: within 10 % across the two sizes: memory must not grow with the scene), next
   to ``rss_before_predict_mib``, the resident memory after imports, model and warm-up.
@@ -23,6 +27,7 @@ throughput does not depend on the weights' values. Example:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import resource
 import subprocess
@@ -119,17 +124,27 @@ def child(args: argparse.Namespace) -> None:
         )
         save_inference_checkpoint(build_segmenter(meta.model), meta, checkpoint)
     model, meta = load_segmenter_for_inference(checkpoint, args.device)
+    fast = model
+    if args.compile:
+        from alos2fm.train.speed import apply_speed_options
+
+        fast = copy.deepcopy(model)
+        apply_speed_options(fast, fused_attention=True, compile=True)
     scene = args.work_dir / f"scene_{args.child}.tif"
     options = PredictOptions(batch_size=args.batch_size, quicklook=False, progress=False)
     tile = args.patch_size
 
+    compile_s = time.perf_counter()
     with torch.inference_mode():  # warm-up: first-call allocations are not throughput
-        model(torch.zeros(args.batch_size, 1, tile, tile, device=args.device))
+        for network in {id(model): model, id(fast): fast}.values():
+            for batch in (args.batch_size, max(1, args.batch_size // 2)):
+                network(torch.zeros(batch, 1, tile, tile, device=args.device))
+    compile_s = time.perf_counter() - compile_s
     product = open_product(scene)
 
     def run_predict() -> tuple[float, int]:
         started = time.perf_counter()
-        result = predict_product(product, model, meta, args.work_dir / "map.tif", options)
+        result = predict_product(product, fast, meta, args.work_dir / "map.tif", options)
         return time.perf_counter() - started, result.tiles
 
     def run_bare(tiles: int) -> float:
@@ -159,6 +174,8 @@ def child(args: argparse.Namespace) -> None:
         json.dumps(
             {
                 "size_px": args.child,
+                "compiled": args.compile,
+                "warm_up_s": round(compile_s, 1),
                 "area_km2": area_km2,
                 "tiles": tiles,
                 "repeats": args.repeats,
@@ -183,6 +200,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=2, help="keep the fastest of N runs")
+    parser.add_argument(
+        "--compile", action="store_true", help="predict with the compiled model (bare: eager)"
+    )
     parser.add_argument(
         "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "alos2fm-predict-bench"
     )

@@ -580,6 +580,12 @@ def predict(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar.")
     ] = True,
+    compile: Annotated[
+        bool, typer.Option("--compile", help="torch.compile the model (pays on large scenes).")
+    ] = False,
+    fused_attention: Annotated[
+        bool, typer.Option("--fused-attention", help="timm's fused attention kernels.")
+    ] = False,
 ) -> None:
     """Map a whole scene: sliding window with blending, streamed to a georeferenced GeoTIFF."""
     from alos2fm.evaluation.predict import PredictOptions, predict_scene
@@ -591,6 +597,8 @@ def predict(
         confidence=confidence,
         quicklook=quicklook,
         progress=progress,
+        compile=compile,
+        fused_attention=fused_attention,
     )
     result = predict_scene(product, checkpoint, out, options, device=device)
     print(

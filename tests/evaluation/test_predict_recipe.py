@@ -76,3 +76,21 @@ def test_map_is_a_cloud_optimized_geotiff_with_overviews_colours_and_class_names
         overview = mapped.read(1, out_shape=(300, 260))
     assert set(np.unique(overview)) <= {0, 1, 2, 255}  # nearest: no invented class ids
     assert not list(tmp_path.glob(".*partial"))
+
+
+@pytest.mark.slow  # compiling the model takes tens of seconds on a CPU
+def test_compiled_prediction_maps_the_same_classes_as_eager(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    scene = write_synthetic_scene(tmp_path / "scene", size=96, seed=0)
+    checkpoint = save_inference_checkpoint(
+        build_segmenter(TINY_SEGMENTER), _meta(32, TINY_SEGMENTER), tmp_path / "model.ckpt"
+    )
+    maps = {}
+    for name, speed in {"eager": {}, "fast": {"compile": True, "fused_attention": True}}.items():
+        options = _options(quicklook=False, confidence=True, **speed)
+        result = predict_scene(scene.product, checkpoint, tmp_path / f"{name}.tif", options)
+        with rasterio.open(result.map_path) as mapped, rasterio.open(result.confidence_path) as c:
+            maps[name] = mapped.read(1), c.read(1).astype(int)
+    # the same computation up to rounding: identical classes, confidence within a percent
+    assert np.array_equal(maps["eager"][0], maps["fast"][0])
+    assert np.abs(maps["eager"][1] - maps["fast"][1]).max() <= 1

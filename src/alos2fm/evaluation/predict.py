@@ -214,7 +214,9 @@ class PredictOptions:
     """``tile``: window side (default: the checkpoint's patch size); ``overlap`` pixels
     between neighbours (default: a quarter tile, 64 for 256); ``batch_size`` tiles per
     forward pass; ``confidence`` writes the second GeoTIFF; ``quicklook`` the PNG;
-    ``progress`` shows a bar."""
+    ``progress`` shows a bar; ``compile`` and ``fused_attention`` speed the forward up
+    without changing what it computes (``alos2fm.train.speed``; compiling pays off on
+    large scenes, its first batches pay the compilation)."""
 
     tile: int | None = None
     overlap: int | None = None
@@ -222,6 +224,8 @@ class PredictOptions:
     confidence: bool = False
     quicklook: bool = True
     progress: bool = True
+    compile: bool = False
+    fused_attention: bool = False
 
 
 @dataclass(frozen=True)
@@ -538,6 +542,10 @@ def predict_scene(
     from alos2fm.products import open_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
+    if options.compile or options.fused_attention:
+        from alos2fm.train.speed import apply_speed_options
+
+        apply_speed_options(model, options.fused_attention, options.compile)
     product = source = open_product(product_path, bands=meta.bands)
     if meta.preprocessing is None:
         log.warning(
