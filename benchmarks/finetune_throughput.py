@@ -84,6 +84,8 @@ def train_throughput(cfg, store: Path, run_dir: Path, warmup: int) -> float:
 
 
 def model_throughput(cfg, steps: int, warmup: int) -> float:
+    """The bare segmenter's forward + backward, under the run's precision (bf16 autocast
+    for ``bf16-mixed``, as Lightning runs it)."""
     model = build_segmenter(
         {
             "encoder": cfg.model.encoder_kwargs(),
@@ -95,10 +97,13 @@ def model_throughput(cfg, steps: int, warmup: int) -> float:
     size, batch = cfg.model.img_size, cfg.data.batch_size
     x = torch.randn(batch, cfg.model.in_chans, size, size)
     y = torch.randint(0, CLASSES, (batch, size, size))
+    bf16 = cfg.trainer.precision == "bf16-mixed"
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = torch.nn.functional.cross_entropy(model(x).float(), y)
+        loss.backward()
         model.zero_grad(set_to_none=True)
     return steps * batch / (time.perf_counter() - start)
 
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precision", default="32-true", help="32-true or bf16-mixed (both sides)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     batches = args.warmup + args.steps
@@ -120,6 +126,10 @@ def main() -> None:
         f"trainer.limit_train_batches={batches}",
         "trainer.limit_val_batches=0",
         "trainer.accelerator=cpu",
+        "trainer.devices=1",  # the paper preset's 8 GPUs and DDP: one CPU process here
+        "trainer.strategy=auto",
+        "trainer.num_nodes=1",
+        f"trainer.precision={args.precision}",
         "trainer.checkpoint_every_n_epochs=1000",
         "trainer.val_every_n_steps=null",
         "schedule.max_steps=null",
@@ -142,6 +152,7 @@ def main() -> None:
         json.dumps(
             {
                 "preset": args.preset,
+                "precision": args.precision,
                 "patch": args.patch,
                 "window": cfg.model.img_size,
                 "batch": args.batch_size,
