@@ -24,7 +24,7 @@ from report import (  # noqa: E402
     seed_spread_table,
     significance,
 )
-from run import StudyConfig, budget_tag, parse_budget  # noqa: E402
+from run import StudyConfig, budget_tag, parse_budget, validation_curve  # noqa: E402
 
 PLAN = {
     "settings": {"HH": ["HH"], "HH+HV+VV": ["HH", "HV", "VV"]},
@@ -232,3 +232,14 @@ def test_goals_are_checked_against_the_random_forest_and_random_init():
     assert "goal ≥ RF **met**" in text
     # k1: A - random = +0.03, +0.02, +0.01 -> +0.020, short of +0.05 by 0.030
     assert "goal ≥ random + 0.05 **missed by 0.030**" in text
+
+
+def test_the_validation_curve_is_read_once_per_step_from_the_csv_log(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    # training rows have no val/miou; a resumed run may log a step twice: the last counts
+    pd.DataFrame(
+        {"step": [9, 99, 99, 199, 199], "val/miou": [np.nan, 0.2, np.nan, 0.25, 0.3]}
+    ).to_csv(logs / "metrics.csv", index=False)
+    assert validation_curve(tmp_path) == [[99.0, 0.2], [199.0, 0.3]]
+    assert validation_curve(tmp_path / "rf_run") == []
