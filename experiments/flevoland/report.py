@@ -294,20 +294,19 @@ def plot_validation_curves(
     budgets = list(dict.fromkeys(b for _, b, _, _ in curves))
     fig = Figure(figsize=(4.6 * len(budgets), 3.6))
     axes = np.atleast_1d(fig.subplots(1, len(budgets), sharey=True))
+    handles = {}  # one legend entry per method, whichever panel it is in
     for ax, budget in zip(axes, budgets, strict=True):
-        shown = set()
         for (method, b, _, _), curve in curves.items():
-            if b != budget:
-                continue
-            label = labels.get(method, method) if method not in shown else None
-            shown.add(method)
-            ax.plot(curve[:, 0] + 1, curve[:, 1], color=_colour(method, labels), alpha=0.7,
-                    label=label)  # fmt: skip
+            if b == budget:
+                (line,) = ax.plot(curve[:, 0] + 1, curve[:, 1], color=_colour(method, labels),
+                                  alpha=0.7)  # fmt: skip
+                handles.setdefault(labels.get(method, method), line)
         ax.set_title(f"{setting}, {budget_label(budget)}")
         ax.set_xlabel("optimiser step")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("validation mIoU (validation map)")
-    axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.legend(handles.values(), handles.keys(), fontsize=7, loc="upper left",
+               bbox_to_anchor=(1.0, 0.95))  # fmt: skip
     return _save(fig, path)
 
 
