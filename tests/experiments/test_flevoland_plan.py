@@ -227,8 +227,8 @@ def test_goals_are_checked_against_the_random_forest_and_random_init():
         + [("random", s, "k1", 0.30 + s / 100) for s in range(3)]
     )
     text = "\n".join(goals_section(results, {"random": "Random", "a": "A", "rf": "RF"}))
-    assert "best network A 0.610 vs Random Forest 0.500" in text
-    assert "paired difference +0.110 over 3 split seeds (significant (p < 0.05))" in text
+    assert "best network A 0.610 vs RF 0.500" in text
+    assert "paired difference +0.110 over 3 cells (significant (p < 0.05))" in text
     assert "goal ≥ RF **met**" in text
     # k1: A - random = +0.03, +0.02, +0.01 -> +0.020, short of +0.05 by 0.030
     assert "goal ≥ random + 0.05 **missed by 0.030**" in text
