@@ -635,7 +635,8 @@ def main() -> None:
     try:
         table = run_study(cfg, args.data, args.out, args.setting)
     except Preempted as stop:  # SIGTERM/SIGUSR1: the run in progress is saved
-        log(f"{stop}; run the same command again to resume the study")
+        saved = str(stop).split(";")[0]  # its own advice names --resume, a finetune flag
+        log(f"{saved}; run the same command again to resume the study")
         raise SystemExit(stop.exit_code) from None
     log(f"{len(table)} runs in {args.out} ({(time.perf_counter() - started) / 60:.1f} min)")
 
