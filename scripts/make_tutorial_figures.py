@@ -144,8 +144,9 @@ def run_pipeline(work: Path, epochs: int) -> dict:
         "predict", product, "--checkpoint", str(best), "--out", str(work / "map.tif"),
         "--no-progress",
     )  # fmt: skip
-    tiles, seconds = re.search(r"\((\d+) tiles, ([\d.]+) s\)", printed).groups()
-    numbers["predict"] = {"tiles": int(tiles), "seconds": float(seconds)}
+    summary = re.search(r"\((\d+) tiles with data of (\d+), ([\d.]+) s\)", printed)
+    tiles, total, seconds = summary.groups()
+    numbers["predict"] = {"tiles": int(tiles), "tiles_total": int(total), "seconds": float(seconds)}
     copy_figure(work / "map.png", "predicted_map.png")
     return numbers
 
@@ -178,7 +179,8 @@ def generated_block(numbers: dict) -> str:
             f"| finetune, U-Net (cpu-tiny-unet) | test mIoU {unet['miou']}, OA "
             f"{unet['overall_accuracy']} |",
             f"| evaluate --split val | mIoU {numbers['evaluate_val_miou']} |",
-            f"| predict | {numbers['predict']['tiles']} tiles of 64 px in "
+            f"| predict | {numbers['predict']['tiles']} tiles of 64 px with data (of "
+            f"{numbers['predict']['tiles_total']} covering the scene) in "
             f"{numbers['predict']['seconds']} s |",
             "",
             "These short runs on a synthetic scene, one seed each, show the tool working, not "
