@@ -262,6 +262,7 @@ def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> st
         ax.set_xscale("log")
         ticks = pixels.sort_values()
         ax.set_xticks(ticks, [f"{budget_label(b)}\n{n:,.0f} px" for b, n in ticks.items()])
+        ax.minorticks_off()  # the budgets' own ticks only
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("label budget (mean labelled training pixels)")
         ax.set_title(setting)
