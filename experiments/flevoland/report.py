@@ -285,11 +285,11 @@ def _curves(study: Path, setting: str) -> dict[tuple[str, str, int, int], np.nda
 
 
 def plot_validation_curves(
-    study: Path, setting: str, labels: dict[str, str], path: Path
+    curves: dict, setting: str, labels: dict[str, str], path: Path
 ) -> str | None:
-    """Validation mIoU against the optimiser step, one panel per budget, one line per run
-    (the same colour per method): the evidence for (or against) a converged budget."""
-    curves = _curves(study, setting)
+    """Validation mIoU against the optimiser step (``_curves``), one panel per budget, one
+    line per run (the same colour per method): the evidence for (or against) a converged
+    budget."""
     if not curves:
         return None
     budgets = list(dict.fromkeys(b for _, b, _, _ in curves))
@@ -317,11 +317,10 @@ def _rank(method: str) -> int:
     return order.index(method) if method in order else len(order)
 
 
-def plateau_table(study: Path, setting: str, labels: dict[str, str]) -> pd.DataFrame:
+def plateau_table(curves: dict, labels: dict[str, str]) -> pd.DataFrame:
     """Per method and budget, mean over runs: the best validation mIoU, and how much the
     last 30 % of the step budget added to the best before it (near 0: a plateau)."""
     rows = {}
-    curves = _curves(study, setting)
     for (method, budget, _, _), curve in sorted(curves.items(), key=lambda kv: _rank(kv[0][0])):
         late = curve[:, 0] + 1 > 0.7 * (curve[-1, 0] + 1)
         if late.all() or not late.any():
@@ -710,8 +709,9 @@ def write_report(study: Path, out: Path) -> Path:
                 _markdown(spread),
                 "",
             ]
+        runs = _curves(study, setting)  # read once for the figure and the table
         curves = plot_validation_curves(
-            study, setting, labels, figures / f"validation_{slug(setting)}.png"
+            runs, setting, labels, figures / f"validation_{slug(setting)}.png"
         )
         if curves:
             lines += [
@@ -719,7 +719,7 @@ def write_report(study: Path, out: Path) -> Path:
                 "",
                 f"![validation curves]({curves})",
                 "",
-                _markdown(plateau_table(study, setting, labels)),
+                _markdown(plateau_table(runs, labels)),
                 "",
             ]
         budgets = budget_order(subset)

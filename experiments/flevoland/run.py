@@ -209,7 +209,11 @@ class StudyConfig(BaseModel):
 
     @model_validator(mode="after")
     def _levers_fit_the_plan(self) -> StudyConfig:
-        for budget in self.budgets:
+        # every budget the plan names, so that a typo fails at load, not hours in
+        lists = [self.budgets, *(c.budgets for c in self.cells)]
+        lists += [lever.budgets or [] for lever in self.levers.values()]
+        lists += [[probe.budget] for probe in self.probes]
+        for budget in (b for budgets in lists for b in budgets):
             parse_budget(budget)
         for name, lever in self.levers.items():
             if name in PRETRAINING or name in ("random", "rf"):
@@ -218,8 +222,6 @@ class StudyConfig(BaseModel):
             if unknown:
                 raise ValueError(f"lever {name!r}: settings {sorted(unknown)} not in the plan")
         for cells in self.cells:
-            for budget in cells.budgets:
-                parse_budget(budget)
             known = {"random", "rf", *CNN_RECIPES, *PRETRAINING, *self.levers}
             unknown = set(cells.methods) - known
             if unknown:
@@ -234,8 +236,11 @@ class StudyConfig(BaseModel):
         """(split seed, budget, method or lever, fine-tuning seed) in run order: budget by
         budget, seed by seed, every method (an interrupted study has every method for the
         cells it finished: paired), then the extra cells, then the levers on their part."""
-        multi_band = len(bands) > 1
-        methods = [m for m in self.methods if m != "sarw_simmim_shared" or multi_band]
+
+        def runs_here(method: str) -> bool:  # shared_avg = per_channel with one band
+            return method != "sarw_simmim_shared" or len(bands) > 1
+
+        methods = [m for m in self.methods if runs_here(m)]
         jobs = [(s, b, m, s) for b in self.budgets for s in self.split_seeds for m in methods]
         for cells in self.cells:
             jobs += [
@@ -243,7 +248,7 @@ class StudyConfig(BaseModel):
                 for b in cells.budgets
                 for s in cells.split_seeds
                 for m in cells.methods
-                if m != "sarw_simmim_shared" or multi_band
+                if runs_here(m)
             ]
         levers = {n: v for n, v in self.levers.items() if setting in (v.settings or self.settings)}
 
@@ -431,9 +436,13 @@ class SettingInputs:
     bands: list[str]
     splits: dict[int, Any]
     encoders: dict[str, Path] = field(default_factory=dict)
+    labels: dict[tuple[int, str], np.ndarray] = field(default_factory=dict)
 
     def train_labels(self, seed: int, budget: str) -> np.ndarray:
-        return sample_budget(self.splits[seed].labels["train"], budget, seed)
+        key = (seed, budget_tag(budget))
+        if key not in self.labels:  # parcels: connected components per class, once
+            self.labels[key] = sample_budget(self.splits[seed].labels["train"], budget, seed)
+        return self.labels[key]
 
     def store(self, seed: int, budget: str) -> Path:
         store = self.root / "stores" / f"seed{seed}_{budget_tag(budget)}"
