@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_throughput import _StepTimer  # noqa: E402
+from pretrain_throughput import _autocast, _StepTimer, _synchronize  # noqa: E402
 
 from alos2fm.data.store import StatsAccumulator, create_patch_arrays, write_index, write_stats
 from alos2fm.models.segmenter import build_segmenter
@@ -83,7 +83,7 @@ def train_throughput(cfg, store: Path, run_dir: Path, warmup: int) -> float:
     return timer.timed * cfg.data.batch_size / (timer.end - timer.start)
 
 
-def model_throughput(cfg, steps: int, warmup: int) -> float:
+def model_throughput(cfg, steps: int, warmup: int, device: str = "cpu") -> float:
     """The bare segmenter's forward + backward, under the run's precision (bf16 autocast
     for ``bf16-mixed``, as Lightning runs it)."""
     model = build_segmenter(
@@ -93,18 +93,19 @@ def model_throughput(cfg, steps: int, warmup: int) -> float:
             "decoder_channels": cfg.decoder_channels,
             "decoder": cfg.decoder,
         }
-    )
+    ).to(device)
     size, batch = cfg.model.img_size, cfg.data.batch_size
-    x = torch.randn(batch, cfg.model.in_chans, size, size)
-    y = torch.randint(0, CLASSES, (batch, size, size))
-    bf16 = cfg.trainer.precision == "bf16-mixed"
+    x = torch.randn(batch, cfg.model.in_chans, size, size, device=device)
+    y = torch.randint(0, CLASSES, (batch, size, size), device=device)
     for i in range(warmup + steps):
         if i == warmup:
+            _synchronize(device)
             start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with _autocast(cfg.trainer.precision, device):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         model.zero_grad(set_to_none=True)
+    _synchronize(device)
     return steps * batch / (time.perf_counter() - start)
 
 
@@ -130,6 +131,7 @@ def main() -> None:
         "trainer.strategy=auto",
         "trainer.num_nodes=1",
         f"trainer.precision={args.precision}",
+        "trainer.progress_bar=false",
         "trainer.checkpoint_every_n_epochs=1000",
         "trainer.val_every_n_steps=null",
         "schedule.max_steps=null",

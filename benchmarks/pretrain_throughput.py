@@ -81,10 +81,16 @@ def make_store(root: Path, n: int, size: int) -> Path:
     return root
 
 
-def _autocast(precision: str):
+def _autocast(precision: str, device: str = "cpu"):
     if precision == "bf16-mixed":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def _synchronize(device: str) -> None:
+    """Wait for queued GPU work, so that a wall-clock time covers it (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
 
 
 class _StepTimer(Callback):
@@ -95,10 +101,12 @@ class _StepTimer(Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         if batch_idx == self.warmup:
+            _synchronize(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if batch_idx >= self.warmup:
+            _synchronize(pl_module.device)
             self.end = time.perf_counter()
             self.timed += 1
 
@@ -113,16 +121,19 @@ def train_throughput(cfg, store: Path, run_dir: Path, warmup: int) -> float:
     return timer.timed * cfg.data.batch_size / (timer.end - timer.start)
 
 
-def backbone_throughput(cfg, precision: str, steps: int, warmup: int) -> float:
-    encoder = create_encoder(**cfg.model.encoder_kwargs())
-    x = torch.randn(cfg.data.batch_size, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
+def backbone_throughput(cfg, precision: str, steps: int, warmup: int, device: str = "cpu") -> float:
+    encoder = create_encoder(**cfg.model.encoder_kwargs()).to(device)
+    shape = (cfg.data.batch_size, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
+    x = torch.randn(shape, device=device)
     for i in range(warmup + steps):
         if i == warmup:
+            _synchronize(device)
             start = time.perf_counter()
-        with _autocast(precision):
+        with _autocast(precision, device):
             loss = encoder.forward_features(x).float().mean()
         loss.backward()
         encoder.zero_grad(set_to_none=True)
+    _synchronize(device)
     return steps * cfg.data.batch_size / (time.perf_counter() - start)
 
 
@@ -140,15 +151,15 @@ def backbone_flops_per_image(cfg, precision: str) -> float:
     return counter.get_total_flops() / b
 
 
-def training_flops_per_image(cfg, precision: str) -> float:
+def training_flops_per_image(cfg, precision: str, device: str = "cpu") -> float:
     """FLOPs of one forward+backward of the full pretraining model, per image."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = pretrain_model_for(cfg)
+    model = pretrain_model_for(cfg).to(device)
     b = cfg.data.batch_size
-    x = torch.randn(b, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size)
+    x = torch.randn(b, cfg.model.in_chans, cfg.model.img_size, cfg.model.img_size, device=device)
     with FlopCounterMode(display=False) as counter:
-        with _autocast(precision):
+        with _autocast(precision, device):
             loss = model(x, torch.ones_like(x)).loss
         loss.backward()
     return counter.get_total_flops() / b
@@ -240,6 +251,7 @@ def paper_throughput(tmp: Path, args) -> list[dict]:
                 "trainer.strategy=auto",
                 f"trainer.precision={precision}",
                 "trainer.log_every_n_steps=50",
+                "trainer.progress_bar=false",
                 "figure_every_n_epochs=100",
                 *[f"trainer.{item}" for item in args.trainer_set],
             ]
@@ -281,6 +293,7 @@ def main() -> None:
                     "weighting.kind=sar",
                     f"trainer.precision={precision}",
                     "trainer.log_every_n_steps=50",
+                    "trainer.progress_bar=false",
                     "trainer.checkpoint_every_n_epochs=100",
                     "figure_every_n_epochs=100",
                     f"model.img_size={args.img_size}",

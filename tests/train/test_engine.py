@@ -67,3 +67,11 @@ def test_resume_replays_an_uninterrupted_run(tiny_store, tmp_path):
     log = pd.read_csv(tmp_path / "split" / "logs" / "metrics.csv")
     logged = set(log["step"][log["train/loss_step"].notna()])
     assert set(range(0, 8)) <= logged
+
+
+def test_progress_bar_can_be_turned_off(tmp_path):
+    # Benchmarks print JSON on stdout: the bar must be off when the config says so.
+    for value, expect_bar in (("true", True), ("false", False)):
+        cfg = resolve_config("pretrain", "cpu-tiny-simmim", [f"trainer.progress_bar={value}"])
+        trainer = build_trainer(cfg.trainer, tmp_path / value, 1, cfg.seed)
+        assert (trainer.progress_bar_callback is not None) is expect_bar

@@ -173,6 +173,7 @@ class TrainerConfig(_Frozen):
         None, ge=1, description="validate (and select the best model) every N steps, not epochs"
     )
     log_every_n_steps: int = Field(10, ge=1)
+    progress_bar: bool = Field(True, description="Lightning's progress bar (benchmarks: off)")
     limit_train_batches: int | float | None = None
     limit_val_batches: int | float | None = None
     deterministic: bool = False

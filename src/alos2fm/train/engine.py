@@ -191,6 +191,7 @@ def build_trainer(
         default_root_dir=run_dir,
         use_distributed_sampler=False,
         enable_model_summary=False,
+        enable_progress_bar=cfg.progress_bar,
         plugins=[AtomicCheckpointIO()],
     )
 
