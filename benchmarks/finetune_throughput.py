@@ -86,9 +86,8 @@ def train_throughput(cfg, store: Path, run_dir: Path, warmup: int) -> float:
     return timer.timed * cfg.data.batch_size / (timer.end - timer.start)
 
 
-def model_throughput(cfg, steps: int, warmup: int, device: str = "cpu") -> float:
-    """The bare segmenter's forward + backward, under the run's precision (bf16 autocast
-    for ``bf16-mixed``, as Lightning runs it)."""
+def bare_segmenter(cfg, device: str = "cpu") -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The config's segmenter and an in-memory batch (images, labels) of its shape."""
     model = build_segmenter(
         {
             "encoder": cfg.model.encoder_kwargs(),
@@ -100,6 +99,14 @@ def model_throughput(cfg, steps: int, warmup: int, device: str = "cpu") -> float
     size, batch = cfg.model.img_size, cfg.data.batch_size
     x = torch.randn(batch, cfg.model.in_chans, size, size, device=device)
     y = torch.randint(0, CLASSES, (batch, size, size), device=device)
+    return model, x, y
+
+
+def model_throughput(cfg, steps: int, warmup: int, device: str = "cpu") -> float:
+    """The bare segmenter's forward + backward, under the run's precision (bf16 autocast
+    for ``bf16-mixed``, as Lightning runs it)."""
+    model, x, y = bare_segmenter(cfg, device)
+    batch = len(x)
     for i in range(warmup + steps):
         if i == warmup:
             _synchronize(device)

@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from finetune_throughput import CLASSES, make_labelled_store, model_throughput  # noqa: E402
+from finetune_throughput import bare_segmenter, make_labelled_store, model_throughput  # noqa: E402
 from finetune_throughput import train_throughput as finetune_train_throughput  # noqa: E402
 from pretrain_throughput import (  # noqa: E402
     _autocast,
@@ -50,7 +50,6 @@ from pretrain_throughput import (  # noqa: E402
 from pretrain_throughput import train_throughput as pretrain_train_throughput  # noqa: E402
 
 from alos2fm.atomic import atomic_path
-from alos2fm.models.segmenter import build_segmenter
 from alos2fm.train.config import resolve_config
 
 # Vendor dense (no sparsity) bf16 tensor-core peaks, TFLOP/s, by a substring of
@@ -99,22 +98,12 @@ def matmul_tflops(device: str, n: int, repeats: int = 20) -> float:
 def segmenter_flops_per_image(cfg, device: str) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = build_segmenter(
-        {
-            "encoder": cfg.model.encoder_kwargs(),
-            "num_classes": CLASSES,
-            "decoder_channels": cfg.decoder_channels,
-            "decoder": cfg.decoder,
-        }
-    ).to(device)
-    b, size = cfg.data.batch_size, cfg.model.img_size
-    x = torch.randn(b, cfg.model.in_chans, size, size, device=device)
-    y = torch.randint(0, CLASSES, (b, size, size), device=device)
+    model, x, y = bare_segmenter(cfg, device)
     with FlopCounterMode(display=False) as counter:
         with _autocast(cfg.trainer.precision, device):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
-    return counter.get_total_flops() / b
+    return counter.get_total_flops() / len(x)
 
 
 def overrides(args: argparse.Namespace, kind: str) -> list[str]:
