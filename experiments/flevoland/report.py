@@ -261,7 +261,9 @@ def plot_curves(results: pd.DataFrame, path: Path, labels: dict[str, str]) -> st
             )  # fmt: skip
         ax.set_xscale("log")
         ticks = pixels.sort_values()
-        ax.set_xticks(ticks, [f"{budget_label(b)}\n{n:,.0f} px" for b, n in ticks.items()])
+        # Parcel budgets and all labels sit close together on a log axis: slanted labels.
+        names = [f"{budget_label(b)} ({n:,.0f} px)" for b, n in ticks.items()]
+        ax.set_xticks(ticks, names, rotation=50, ha="right", rotation_mode="anchor")
         ax.minorticks_off()  # the budgets' own ticks only
         ax.tick_params(axis="x", labelsize=7)
         ax.set_xlabel("label budget (mean labelled training pixels)")
