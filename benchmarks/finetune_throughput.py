@@ -151,10 +151,9 @@ def main() -> None:
         "schedule.epochs=1",
         "schedule.warmup_epochs=0",
     ]
+    # the trainer options change only the engine side: the bare model reads model and precision
+    overrides += [f"trainer.{item}" for item in args.trainer_set]
     cfg = resolve_config("finetune", args.preset, overrides)
-    engine_cfg = resolve_config(
-        "finetune", args.preset, [*overrides, *[f"trainer.{item}" for item in args.trainer_set]]
-    )
     n = args.batch_size * batches + 2
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -162,8 +161,8 @@ def main() -> None:
         small = make_labelled_store(tmp / "small", n, cfg.model.img_size)
         trains, stored, bare = [], [], []
         for round_ in range(args.rounds):
-            trains.append(train_throughput(engine_cfg, large, tmp / f"run{round_}", args.warmup))
-            stored.append(train_throughput(engine_cfg, small, tmp / f"small{round_}", args.warmup))
+            trains.append(train_throughput(cfg, large, tmp / f"run{round_}", args.warmup))
+            stored.append(train_throughput(cfg, small, tmp / f"small{round_}", args.warmup))
             bare.append(model_throughput(cfg, args.steps, args.warmup))
     train, windows, model = max(trains), max(stored), max(bare)
     print(

@@ -644,8 +644,8 @@ def main() -> None:
     try:
         table = run_study(cfg, args.data, args.out, args.setting)
     except Preempted as stop:  # SIGTERM/SIGUSR1: the run in progress is saved
-        saved = str(stop).split(";")[0]  # its own advice names --resume, a finetune flag
-        log(f"{saved}; run the same command again to resume the study")
+        # its own hint names --resume, a finetune flag: the study's resume is a re-run
+        log(f"{stop.path}: {stop.problem}; run the same command again to resume the study")
         raise SystemExit(stop.exit_code) from None
     log(f"{len(table)} runs in {args.out} ({(time.perf_counter() - started) / 60:.1f} min)")
 
