@@ -14,7 +14,8 @@ from alos2fm.data import store
 from alos2fm.data.classes import load_class_table
 from alos2fm.data.dataset import PatchDataset
 from alos2fm.data.labels import LabelMap
-from alos2fm.data.prepare import DONE, STAGING, _task_windows, prepare_config, run_prepare
+from alos2fm.data.prepare import DONE, STAGING, prepare_config, run_prepare
+from alos2fm.data.prepare.tasks import _task_windows
 from alos2fm.data.synth import write_synthetic_scene
 from alos2fm.errors import DataError
 from alos2fm.products import open_product

@@ -1,0 +1,97 @@
+"""``alos2fm prepare``: products -> balanced, split, georeferenced patch dataset.
+
+The run has three phases, one module each:
+
+1. **Check** (``inputs.py``) every input before writing anything: each product opens, is
+   valid backscatter, is covered by its labels; the labels fit their class table; the
+   output folder is claimed (``alos2fm.outputs``: ours, or new, or ``--overwrite``; never
+   an input; one writer at a time). A bad input stops the run here with one
+   ``Alos2fmError`` that names the file.
+2. **Cut** (``tasks.py``, run by ``execution.py``) each scene into patches, as
+   independent tasks of at most ``patches_per_task`` windows, in this process, in a
+   process pool (``workers``) or on a Dask cluster (``dask_scheduler``). A task streams
+   its windows one patch at a time into its own folder of the staging area
+   ``<out>/.staging``, so memory does not grow with scene size. A task whose folder holds
+   a ``done.json`` with the same fingerprint (``alos2fm.identity``: every file a reader
+   opens, the class table, the cutting settings) is skipped: re-running resumes.
+3. **Assemble** (``assembly.py``) in this process: balance the candidates of all scenes by
+   land-cover category, split them spatially, copy the kept patches into the final store
+   while accumulating the train statistics, and write ``index.parquet``, ``stats.json``,
+   the class distribution (CSV and PNG) and the resolved ``config.yaml``. Everything is
+   built in ``<out>/.partial`` and moved to the root of ``<out>`` at the end,
+   ``index.parquet`` last: a folder with an ``index.parquet`` holds a complete dataset.
+
+If the run fails, what it created is removed (a dataset from an earlier run stays as it
+was); scenes cut by earlier, interrupted runs stay staged. After a successful run the
+staging area is kept, so that preparing again with other balancing or split settings
+reuses the cut scenes; delete ``<out>/.staging`` to reclaim the space.
+
+With Dask, ``<out>`` must be on a file system that the workers share.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from alos2fm.data import store
+from alos2fm.data.prepare.assembly import PrepareResult, assemble
+from alos2fm.data.prepare.config import PrepareConfig, prepare_config
+from alos2fm.data.prepare.execution import run_tasks
+from alos2fm.data.prepare.inputs import check_inputs, split_map_table
+from alos2fm.data.prepare.tasks import DONE, make_tasks, read_done
+from alos2fm.outputs import claim_folder
+
+__all__ = ["PrepareConfig", "PrepareResult", "prepare_config", "run_prepare", "split_map_table"]
+
+STAGING = ".staging"
+PARTIAL = ".partial"
+# Everything a run writes at the root of the output folder.
+OUTPUTS = {
+    store.IMAGES,
+    store.LABELS,
+    store.INDEX,
+    store.STATS,
+    "class_distribution.csv",
+    "class_distribution.png",
+    "config.yaml",
+}
+
+
+def run_prepare(cfg: PrepareConfig) -> PrepareResult:
+    """Prepare the dataset described by ``cfg`` at the root of ``cfg.out``."""
+    scenes = check_inputs(cfg)
+    inputs = [*cfg.products, *cfg.labels, *cfg.split_map]
+    with claim_folder(
+        cfg.out,
+        "prepare",
+        outputs=OUTPUTS | {STAGING, PARTIAL},
+        inputs=inputs,
+        overwrite=cfg.overwrite,
+        rerun="replace",  # a dataset is rebuilt in place; its cut scenes are reused
+    ) as folder:
+        created: list[Path] = []
+        try:
+            staging_root = cfg.out / STAGING
+            if not staging_root.exists():
+                created.append(staging_root)
+            tasks = make_tasks(cfg, scenes, staging_root)
+            created += [t.staging for t in tasks if read_done(t.staging) is None]
+            results = run_tasks(cfg, tasks)
+            partial = cfg.out / PARTIAL
+            shutil.rmtree(partial, ignore_errors=True)
+            created.append(partial)
+            result = assemble(cfg, scenes, results, partial)
+            folder.commit(partial, last=store.INDEX, keep={STAGING})
+            return result
+        except BaseException as err:
+            # A user error or crash must not leave a half-made dataset; an interruption
+            # keeps the finished tasks staged so that running again resumes.
+            interrupted = isinstance(err, KeyboardInterrupt)
+            for path in created:
+                if not interrupted or path.name == PARTIAL:
+                    shutil.rmtree(path, ignore_errors=True)
+            raise
+
+
+__all__ += ["DONE", "STAGING"]
