@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from alos2fm.errors import Alos2fmError
+from alos2fm.errors import Alos2fmError, system_error
 
 app = typer.Typer(
     name="alos2fm",
@@ -34,6 +34,30 @@ def _global(
 
 
 # --- stage 0: products ------------------------------------------------------------------
+
+
+_MOST_VALUES = 60  # rows of value counts info prints
+
+_LabelNodata = Annotated[
+    str | None,
+    typer.Option(
+        "--label-nodata",
+        help="The label files' no-data value instead of their nodata tag, or 'none' when "
+        "the tag is wrong (the value is then read through the class table).",
+    ),
+]
+
+
+def _label_nodata(text: str | None) -> float | str:
+    """``--label-nodata``: a number, ``none``, or (not given) the file's own tag."""
+    if text is None:
+        return "file"
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise Alos2fmError(f"--label-nodata {text!r}", hint="give a number or none") from None
 
 
 @app.command()
@@ -59,6 +83,15 @@ def info(
         str | None,
         typer.Option("--label-field", help="Class attribute of a polygon layer."),
     ] = None,
+    label_nodata: _LabelNodata = None,
+    nodata: Annotated[
+        float | None,
+        typer.Option(
+            "--nodata",
+            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
+            "e.g. -9999 (read as NaN).",
+        ),
+    ] = None,
 ) -> None:
     """Print what was parsed from a product (mode, level, date, size, CRS, CF, ...) or a
     label source (kind, CRS, size or features, values with counts and class names)."""
@@ -70,9 +103,11 @@ def info(
 
     console = Console(width=120)
     if kind == "labels" or (kind is None and is_label_source(source)):
-        fields, values = describe_labels(source, classes, field=label_field)
+        nodata = _label_nodata(label_nodata)
+        nodata = None if nodata == "none" else nodata
+        fields, values = describe_labels(source, classes, field=label_field, nodata=nodata)
     else:
-        fields, values = describe_product(source, kind=kind), []
+        fields, values = describe_product(source, kind=kind, nodata=nodata), []
     table = Table(title=str(source), show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
@@ -86,9 +121,11 @@ def info(
         columns = list(dict.fromkeys(key for row in values for key in row))
         for column in columns:
             counts.add_column(column, justify="right" if column in ("px", "features") else "left")
-        for row in values:
+        for row in values[:_MOST_VALUES]:
             counts.add_row(*(str(row.get(column, "")) for column in columns))
         console.print(counts)
+        if len(values) > _MOST_VALUES:
+            print(f"... and {len(values) - _MOST_VALUES} more values (not a class raster?)")
 
 
 # --- stage 1: dataset preparation ---------------------------------------------------------
@@ -164,6 +201,7 @@ def prepare(
     label_field: Annotated[
         str | None, typer.Option("--label-field", help="Class attribute of a polygon layer.")
     ] = None,
+    label_nodata: _LabelNodata = None,
     labels_grid: Annotated[
         str | None,
         typer.Option(
@@ -249,6 +287,21 @@ def prepare(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bars.")
     ] = True,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power.",
+        ),
+    ] = None,
+    nodata: Annotated[
+        float | None,
+        typer.Option(
+            "--nodata",
+            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
+            "e.g. -9999 (read as NaN).",
+        ),
+    ] = None,
 ) -> None:
     """Calibrate, tile, balance and split products into a patch dataset."""
     from alos2fm.data.prepare import prepare_config, run_prepare
@@ -260,6 +313,7 @@ def prepare(
         labels=labels or None,
         classes=classes,
         label_field=label_field,
+        label_nodata=_label_nodata(label_nodata) if label_nodata is not None else None,
         labels_grid=labels_grid,
         unknown_values=unknown_values,
         overwrite=overwrite or None,
@@ -282,13 +336,33 @@ def prepare(
         buffer=buffer,
         split_fractions=split_fractions,
         progress=progress,
+        kind=kind,
+        nodata=nodata,
     )
     result = run_prepare(cfg)
+    if result.class_pixels is not None:
+        _print_class_pixels(result.class_pixels)
+    for name, split in result.empty_classes():
+        print(f"warning: class {name!r} has no labelled pixel in {split}", file=sys.stderr)
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
     print(
         f"{result.patches} patches ({splits}) of {result.candidates} candidates "
         f"written to {result.out}"
     )
+
+
+def _print_class_pixels(table) -> None:
+    """The labelled pixels of each class in each split, as prepare wrote them."""
+    from rich.console import Console
+    from rich.table import Table
+
+    shown = Table(title="labelled pixels per class and split", title_justify="left")
+    shown.add_column("class")
+    for split in table.columns:
+        shown.add_column(split, justify="right")
+    for name, row in table.iterrows():
+        shown.add_row(str(name), *(f"{int(v):,}" if v else "[red]0[/red]" for v in row))
+    Console(width=120).print(shown)
 
 
 def _looks(text: str) -> tuple[int, int]:
@@ -308,6 +382,13 @@ def _looks(text: str) -> tuple[int, int]:
 # --- stages 2-3: pretraining, fine-tuning, evaluation --------------------------------------
 
 _Data = Annotated[Path, typer.Option("--data", help="Prepared dataset folder (alos2fm prepare).")]
+_Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace outputs an earlier alos2fm run wrote here (files of others never).",
+    ),
+]
 _Out = Annotated[Path, typer.Option("--out", help="Run folder (config, checkpoints, figures).")]
 _Resume = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out from checkpoints/last.ckpt.")
@@ -410,6 +491,13 @@ def finetune(
         Path | None,
         typer.Option("--encoder", help="Pretrained encoder.safetensors (default: random init)."),
     ] = None,
+    allow_partial_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-encoder",
+            help="Fine-tune even if the encoder file leaves tensors at random init.",
+        ),
+    ] = False,
     label_fraction: Annotated[
         float | None,
         typer.Option("--label-fraction", help="Train on this seeded fraction of the patches."),
@@ -432,7 +520,9 @@ def finetune(
         devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("finetune", preset, out, resume, flags, set_)
-    best = run_finetune(cfg, data, out, encoder=encoder, resume=resume)
+    best = run_finetune(
+        cfg, data, out, encoder=encoder, resume=resume, allow_partial_encoder=allow_partial_encoder
+    )
     print(f"best checkpoint {best}; test scores in {out / 'test' / 'metrics.json'}")
 
 
@@ -451,6 +541,13 @@ def lr_sweep(
         Path | None,
         typer.Option("--encoder", help="The encoder the rate is for (default: random init)."),
     ] = None,
+    allow_partial_encoder: Annotated[
+        bool,
+        typer.Option(
+            "--allow-partial-encoder",
+            help="Fine-tune even if the encoder file leaves tensors at random init.",
+        ),
+    ] = False,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Budget of each run (use the real run's).")
     ] = None,
@@ -468,7 +565,9 @@ def lr_sweep(
         ) from None
     flags = {"schedule.max_steps": max_steps}
     cfg = _training_config("finetune", preset, out, False, flags, set_)
-    result = run_lr_sweep(cfg, data, out, candidates, encoder=encoder)
+    result = run_lr_sweep(
+        cfg, data, out, candidates, encoder=encoder, allow_partial_encoder=allow_partial_encoder
+    )
     for rate, score in zip(result.rates, result.best_val_miou, strict=True):
         print(f"base_lr {rate:g}: best validation mIoU {score:.4f}")
     print(f"best base_lr {result.best_rate:g}; summary in {result.summary}")
@@ -480,11 +579,12 @@ def evaluate(
     data: _Data,
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and figures.")],
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
+    overwrite: _Overwrite = False,
 ) -> None:
     """Score a fine-tuned checkpoint: metrics.json, confusion matrix and per-class IoU PNGs."""
     from alos2fm.train.finetune import run_evaluate
 
-    print(f"metrics written to {run_evaluate(checkpoint, data, split, out)}")
+    print(f"metrics written to {run_evaluate(checkpoint, data, split, out, overwrite)}")
 
 
 @app.command()
@@ -512,15 +612,13 @@ def probe(
     eval_pixels: Annotated[
         int, typer.Option("--eval-pixels", help="Labelled pixels scored per split and seed.")
     ] = 200000,
+    overwrite: _Overwrite = False,
 ) -> None:
     """Per-pixel classifier on frozen encoder features: compare encoders over many seeds."""
-    import json
-
-    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from alos2fm.evaluation.probe import ProbeSettings, compare_encoders, run_probe
+    from alos2fm.evaluation.probe import ProbeSettings, probe_into
 
     architecture = None
     if preset is not None:
@@ -530,16 +628,7 @@ def probe(
     settings = ProbeSettings(
         seeds=seeds, classifier=classifier, train_pixels=train_pixels, eval_pixels=eval_pixels
     )
-    rows = run_probe(data, encoder, settings, architecture)
-    summary = compare_encoders(rows)
-    from alos2fm.atomic import atomic_path
-
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "probe.json") as tmp:
-        tmp.write_text(json.dumps({"runs": rows, "test": summary}, indent=2) + "\n")
-    table = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_iou"} for r in rows])
-    with atomic_path(out / "probe.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    _, summary = probe_into(out, data, encoder, settings, architecture, overwrite)
     table = Table(title=f"frozen-feature probe ({classifier}), test mIoU over {seeds} seeds")
     for column in ("encoder", "mIoU mean ± std", "paired diff", "p"):
         table.add_column(column)
@@ -586,6 +675,22 @@ def predict(
     fused_attention: Annotated[
         bool, typer.Option("--fused-attention", help="timm's fused attention kernels.")
     ] = False,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--kind",
+            help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power.",
+        ),
+    ] = None,
+    nodata: Annotated[
+        float | None,
+        typer.Option(
+            "--nodata",
+            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
+            "e.g. -9999 (read as NaN).",
+        ),
+    ] = None,
+    overwrite: _Overwrite = False,
 ) -> None:
     """Map a whole scene: sliding window with blending, streamed to a georeferenced GeoTIFF."""
     from alos2fm.evaluation.predict import PredictOptions, predict_scene
@@ -599,8 +704,11 @@ def predict(
         progress=progress,
         compile=compile,
         fused_attention=fused_attention,
+        overwrite=overwrite,
     )
-    result = predict_scene(product, checkpoint, out, options, device=device)
+    result = predict_scene(
+        product, checkpoint, out, options, device=device, kind=kind, nodata=nodata
+    )
     print(
         f"map written to {result.map_path} ({result.tiles} tiles with data of "
         f"{result.tiles_total}, {result.seconds:.1f} s)"
@@ -638,6 +746,7 @@ def import_weights(
         str | None,
         typer.Option("--statistics", help="MixMAE: benv1 or benv2 (default: from the name)."),
     ] = None,
+    overwrite: _Overwrite = False,
 ) -> None:
     """Convert the authors' released weights: encoder.safetensors + encoder.json for
     finetune --encoder, or segmenter.ckpt for predict, evaluate and export."""
@@ -648,7 +757,7 @@ def import_weights(
         raise Alos2fmError(f"--format {format_!r}", hint=f"use auto or one of {FORMATS}")
     if adapt_channels not in (None, "sum"):
         raise Alos2fmError(f"--adapt-channels {adapt_channels!r}", hint="use sum")
-    result = run_import(weights, out, format_, classes, adapt_channels, statistics)
+    result = run_import(weights, out, format_, classes, adapt_channels, statistics, overwrite)
     print(result.report, end="")
     for path in result.files:
         print(f"wrote {path}")
@@ -664,6 +773,7 @@ def export(
         Path | None,
         typer.Option("--encoder", help="Pretrained encoder.safetensors (encoder.json beside it)."),
     ] = None,
+    overwrite: _Overwrite = False,
 ) -> None:
     """Export a fine-tuned segmenter (segmenter.safetensors, segmenter.onnx, meta.json) or a
     pretrained encoder; both also as a timm / Hugging Face hub folder with a model card."""
@@ -672,23 +782,25 @@ def export(
     if (checkpoint is None) == (encoder is None):
         raise Alos2fmError("give one of --checkpoint and --encoder", hint="see export --help")
     if checkpoint is not None:
-        result = export_segmenter(checkpoint, out)
+        result = export_segmenter(checkpoint, out, overwrite)
         files = [result.safetensors, result.onnx, result.meta, *result.timm]
     else:
-        files = export_pretrained_encoder(encoder, out)
+        files = export_pretrained_encoder(encoder, out, overwrite)
     for path in files:
         print(f"wrote {path}")
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors, and what the system refuses (a full disk, a
+    read-only folder), become one line on stderr and exit code 2."""
     try:
         app()
-    except Alos2fmError as err:
+    except (Alos2fmError, OSError) as err:
         if _state["debug"]:
             raise
-        print(f"alos2fm: error: {err.message}", file=sys.stderr)
-        sys.exit(getattr(err, "exit_code", 2))  # a preempted run exits 128 + signal
+        error = err if isinstance(err, Alos2fmError) else system_error(err)
+        print(f"alos2fm: error: {error.message}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))  # a preempted run exits 128 + signal
 
 
 if __name__ == "__main__":

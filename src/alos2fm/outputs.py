@@ -29,8 +29,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -497,30 +496,28 @@ def _remove(path: Path) -> None:
 # --- files in a folder of the user's ------------------------------------------------------
 
 
-@contextmanager
 def claim_files(
     paths: Sequence[Path],
     command: str,
     *,
     inputs: Sequence[Path | None] = (),
     overwrite: bool = False,
-) -> Iterator[list[Path]]:
-    """Claim output files (all in one folder) for the block's duration.
+) -> None:
+    """Claim output files, all in one folder of the user's, before they are written.
 
     A file that exists is replaced only with ``overwrite`` and only if alos2fm wrote it;
     the folder's manifest records the files (the rest of the folder stays the user's).
+    The files themselves must be written atomically (``alos2fm.atomic``).
     """
     if not paths:
-        yield []
         return
     folder = paths[0].parent
     for path in paths:
         check_not_an_input(path, inputs)
     if secondary_process():
-        yield list(paths)
         return
     _make_writable_folder(folder)
-    lock = _Lock(folder, command, wait_s=30.0)
+    lock = _Lock(folder, command, wait_s=30.0)  # held only while the manifest changes
     try:
         manifest = read_manifest(folder) or Manifest(None, uuid.uuid4().hex)
         if manifest.command not in (None, command):
@@ -545,5 +542,4 @@ def claim_files(
         with atomic_path(folder / MANIFEST) as tmp:
             tmp.write_text(json.dumps(manifest.to_json(), indent=2) + "\n")
     finally:
-        lock.release()  # the files themselves are written atomically
-    yield list(paths)
+        lock.release()

@@ -173,7 +173,9 @@ def test_pixel_grid_labels_of_another_size_are_refused(tmp_path):
     chip = _chip(tmp_path, size=96)
     np.save(tmp_path / "gt.npy", np.zeros((90, 96), np.uint8))
     with pytest.raises(DataError, match=r"label image is 96 x 90 px but the product .* 96 x 96"):
-        _prepare(tmp_path, [chip], labels=[tmp_path / "gt.npy"], labels_grid="pixel")
+        _prepare(
+            tmp_path, [chip], labels=[tmp_path / "gt.npy"], labels_grid="pixel", classes="flevoland"
+        )
 
 
 def test_a_label_image_without_georeference_asks_for_the_pixel_grid_option(tmp_path):

@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.warp import transform
 
 from alos2fm.data.classes import ClassTable, TrainingClass
-from alos2fm.data.labels import IGNORE_INDEX, LabelMap, identity_remap
+from alos2fm.data.labels import IGNORE_INDEX, LabelMap, identity_remap, open_labels
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid, Window
 
@@ -155,8 +155,14 @@ def test_non_label_rasters_are_refused(tmp_path):
     path = tmp_path / "float.tif"
     with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=1, dtype="float32",
                        crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 0)) as dst:  # fmt: skip
-        dst.write(np.zeros((1, 2, 2), np.float32))
-    with pytest.raises(DataError, match="one band of integers, found 1 band.s. of float32"):
+        dst.write(np.array([[[-12.5, -3.25], [0.0, -20.0]]], np.float32))  # dB, not classes
+    with pytest.raises(DataError, match="label values -12.5, -3.25 are not whole numbers"):
+        open_labels(path)
+    path = tmp_path / "rgb.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=2, height=2, count=3, dtype="uint8",
+                       crs="EPSG:4326", transform=Affine(1, 0, 0, 0, -1, 0)) as dst:  # fmt: skip
+        dst.write(np.zeros((3, 2, 2), np.uint8))
+    with pytest.raises(DataError, match="one band of integers, found 3 band.s. of uint8"):
         LabelMap(path)
     (tmp_path / "junk.tif").write_bytes(b"not a tiff")
     with pytest.raises(DataError, match="cannot open label raster"):

@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alos2fm.data.prepare import prepare_config, run_prepare
 from alos2fm.data.prepare import tasks as prep
 from alos2fm.data.prepare.inputs import Scene
-from alos2fm.data.prepare import prepare_config, run_prepare
-from alos2fm.identity import product_files
-from alos2fm.outputs import MANIFEST
 from alos2fm.errors import DataError
-from alos2fm.outputs import OutputError
+from alos2fm.identity import product_files
+from alos2fm.outputs import MANIFEST, OutputError
 from tests.products.rasters import write_tif
 
 
@@ -44,7 +43,9 @@ def test_a_folder_of_the_users_is_refused_and_left_as_it_was(tmp_path):
     (out / "images").mkdir(parents=True)
     (out / "images" / "holiday.jpg").write_bytes(b"jpeg")
     (out / "config.yaml").write_text("mine: true\n")
-    with pytest.raises(OutputError, match="not empty and is not alos2fm prepare output.*--overwrite"):
+    with pytest.raises(
+        OutputError, match="not empty and is not alos2fm prepare output.*--overwrite"
+    ):
         _run(_product(tmp_path), out)
     assert (out / "images" / "holiday.jpg").read_bytes() == b"jpeg"
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "images"]

@@ -219,3 +219,36 @@ def test_band_moments_and_class_counts_hand_computed():
     assert total_sq.tolist() == [21.0, 9.0]
     label = np.array([[0, 2], [255, 2]], dtype=np.uint8)
     assert store.class_pixel_counts(label, 3).tolist() == [1, 0, 2]
+
+
+# --- R10: no inf in the store, no NaN/inf in stats.json -------------------------------------
+
+
+def test_R10_staging_a_patch_that_overflows_float16_raises(tmp_path: Path) -> None:
+    staged = store.StagedPatches(tmp_path / "task", with_labels=False)
+    image = np.full((1, 2, 4, 4), -12.0, np.float32)
+    image[0, 1, 2, 3] = -3.4e38  # a fill value: float16 would store -inf
+    with pytest.raises(DataError, match="float16"):
+        staged.append(image)
+    with np.errstate(over="ignore"):
+        already = image.astype(np.float16)  # converted by the caller: inf still refused
+    with pytest.raises(DataError, match="inf"):
+        staged.append(already)
+    assert (tmp_path / "task" / store.STAGED_IMAGES).stat().st_size == 0
+    image[0, 1, 2, 3] = np.nan  # no data stays allowed
+    staged.append(image)
+    with pytest.raises(DataError, match="band 2"):
+        store.to_patch_dtype(np.where(np.isnan(image), 7e4, image)[0])
+    assert store.to_patch_dtype(image[0]).dtype == store.PATCH_DTYPE
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_R10_write_stats_refuses_non_finite_values_naming_the_band(
+    tmp_path: Path, bad: float
+) -> None:
+    stats = {"bands": ["HH", "HV"], "mean_db": [-10.0, bad], "std_db": [3.0, 4.0]}
+    with pytest.raises(DataError, match=r"HV.*mean_db|mean_db.*HV"):
+        store.write_stats(tmp_path, stats)
+    assert not (tmp_path / store.STATS).exists()
+    store.write_stats(tmp_path, {**stats, "mean_db": [-10.0, -17.0]})
+    assert json.loads((tmp_path / store.STATS).read_text())["mean_db"] == [-10.0, -17.0]

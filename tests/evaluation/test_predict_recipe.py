@@ -13,8 +13,8 @@ import rasterio
 import torch
 
 from alos2fm.data.synth import write_synthetic_scene
+from alos2fm.errors import CompatibilityError
 from alos2fm.evaluation.predict import (
-    PredictionError,
     predict_product,
     predict_scene,
     save_inference_checkpoint,
@@ -53,7 +53,7 @@ def test_checkpoint_without_recorded_preprocessing_warns(tmp_path: Path, caplog)
 def test_bands_match_by_name_and_by_position_only_for_generic_names(tmp_path: Path, caplog) -> None:
     db = _scene(40, 40)
     hv = ArrayProduct(db, bands=("HV",))
-    with pytest.raises(PredictionError, match=r"needs bands \['HH'\], the product has \['HV'\]"):
+    with pytest.raises(CompatibilityError, match=r"needs bands \['HH'\], the product has \['HV'\]"):
         predict_product(hv, Pointwise(), _meta(), tmp_path / "hv.tif", _options())
     generic = ArrayProduct(db, bands=("DB1",))
     with caplog.at_level(logging.WARNING):

@@ -94,3 +94,56 @@ def test_class_weights_are_buffers_that_move_with_the_module() -> None:
 def test_unknown_loss_name() -> None:
     with pytest.raises(ValueError, match="dice_focal"):
         build_loss("tversky")  # type: ignore[arg-type]
+
+
+# --- D12: class weights that are zero for every valid pixel ---------------------------------
+
+
+@pytest.mark.parametrize("name", ["ce", "focal", "dice_focal"])
+def test_D12_zero_weight_for_every_valid_pixel_gives_zero_loss_not_nan(name: str) -> None:
+    logits, target = _case(3)
+    logits.requires_grad_(True)
+    loss = build_loss(name, class_weights=[0.0, 0.0, 1.0])(logits, target)  # targets 0, 1
+    if name == "ce":
+        assert loss.item() == 0.0
+    assert torch.isfinite(loss)
+    loss.backward()
+    assert torch.isfinite(logits.grad).all()
+    if name == "ce":
+        assert (logits.grad == 0).all()
+
+
+# --- R10: a non-finite loss stops training ---------------------------------------------------
+
+
+def test_R10_non_finite_training_loss_stops_the_run(tmp_path) -> None:
+    import lightning as L
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from alos2fm.errors import Alos2fmError
+    from alos2fm.train.config import TrainerConfig
+    from alos2fm.train.engine import NonFiniteLoss, build_trainer
+
+    class Toy(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(2, 1)
+            self.steps = 0
+
+        def training_step(self, batch, batch_idx):
+            self.steps += 1
+            loss = self.layer(batch[0]).mean()
+            return loss * float("nan") if batch_idx == 2 else loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    cfg = TrainerConfig(accelerator="cpu", devices=1, progress_bar=False)
+    trainer = build_trainer(cfg, tmp_path, max_epochs=1, seed=0)
+    assert any(isinstance(c, NonFiniteLoss) for c in trainer.callbacks)
+    module = Toy()
+    loader = DataLoader(TensorDataset(torch.ones(8, 2)), batch_size=1)
+    with pytest.raises(Alos2fmError, match=r"loss is nan at step 2"):
+        trainer.fit(module, train_dataloaders=loader)
+    assert module.steps == 3
+    assert torch.isfinite(module.layer.weight).all()  # stopped before the NaN reached weights

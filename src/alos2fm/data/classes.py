@@ -195,6 +195,21 @@ class ClassTable(BaseModel):
             return "excluded"
         return "NOT IN TABLE"
 
+    def class_index(self, value: SourceValue) -> int | None:
+        """The training class id of one source value, None if it is not a class's value."""
+        value = attribute_key(value)
+        for i, cls in enumerate(self.classes):
+            if value in map(attribute_key, cls.values):
+                return i
+        return None
+
+    def documented_nodata(self) -> set[SourceValue]:
+        """Ignored values that the table's own source vocabulary names (HRLULC's 0 "No data
+        / sea", Flevoland's 0 "Unlabelled"): the table's author declares them no data of
+        this very source, as a file's nodata tag would."""
+        vocabulary = self.source_vocabulary()
+        return {attribute_key(v) for v in self.ignore if attribute_key(v) in vocabulary}
+
     def encoder(self, unknown: str = "error") -> ValueEncoder:
         return ValueEncoder(self, unknown)
 
@@ -255,19 +270,36 @@ class ValueEncoder:
         nodata: float | None = None,
         source: str | Path | None = None,
     ) -> np.ndarray:
-        """uint8 codes of an integer array; ``nodata`` pixels (from the file) -> 0."""
+        """uint8 codes of an integer array; ``nodata`` pixels (from the file) -> 0.
+
+        Float arrays (a class raster saved as float32) must hold whole numbers; NaN is no
+        data. A ``nodata`` that is not a whole number matches no pixel of whole values."""
         values = np.asarray(values)
-        flat = values.astype(np.int64, copy=False).ravel()
+        flat = values.ravel()
+        missing = nodata_mask(flat, nodata)  # nodata, and NaN in float arrays
+        if flat.dtype.kind == "f":
+            missing |= ~np.isfinite(flat)
+            kept = np.where(missing, 0.0, flat)
+            bad = (kept % 1 != 0) | (np.abs(kept) >= 2.0**53)
+            if bad.any():
+                shown = np.unique(flat[bad]).tolist()
+                text = ", ".join(f"{v:g}" for v in shown[:6]) + (" ..." if len(shown) > 6 else "")
+                raise DataError(
+                    f"label values {text} are not whole numbers",
+                    source,
+                    hint="a class raster holds whole class values: round it, or save it "
+                    "as integers",
+                )
+            flat = kept.astype(np.int64)
+        else:
+            flat = flat.astype(np.int64, copy=False)
         codes = np.zeros(flat.shape, dtype=np.uint8)
-        found = np.zeros(flat.shape, dtype=bool)
+        found = missing.copy()
         if len(self._keys):
             at = np.clip(np.searchsorted(self._keys, flat), 0, len(self._keys) - 1)
-            found = self._keys[at] == flat
-            codes[found] = self._key_codes[at[found]]
-        if nodata is not None and np.isfinite(nodata):
-            is_nodata = flat == int(nodata)
-            codes[is_nodata] = NODATA_CODE
-            found |= is_nodata
+            hit = (self._keys[at] == flat) & ~missing
+            codes[hit] = self._key_codes[at[hit]]
+            found |= hit
         if not found.all():
             self._unknown(np.unique(flat[~found]).tolist(), source)
         return codes.reshape(values.shape)
@@ -300,6 +332,35 @@ class ValueEncoder:
             hint="map them in a class table (--classes FILE.yaml; shipped: "
             f"{', '.join(available_class_tables())}), or pass --unknown-values ignore",
         )
+
+
+def nodata_mask(values: np.ndarray, nodata: Any) -> np.ndarray:
+    """Where ``values`` equal the nodata value: floats compare as floats (a float raster's
+    -3.4e38 tag), integers only with a whole nodata within their range."""
+    values = np.asarray(values)
+    mask = np.zeros(values.shape, dtype=bool)
+    if nodata is None or isinstance(nodata, str) or not np.isfinite(float(nodata)):
+        return mask
+    if values.dtype.kind == "f":
+        return values == float(nodata)
+    if not is_whole(nodata) or values.dtype.kind not in "iub":
+        return mask
+    info = np.iinfo(values.dtype) if values.dtype.kind != "b" else np.iinfo(np.uint8)
+    value = int(float(nodata))
+    if info.min <= value <= info.max:
+        mask = values == np.asarray(value).astype(values.dtype)
+    return mask
+
+
+def is_whole(value: Any) -> bool:
+    """Whether ``value`` (a nodata tag) is a finite whole number, so it can match pixels."""
+    if value is None or isinstance(value, str):
+        return False
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return bool(np.isfinite(number) and number.is_integer())
 
 
 def attribute_key(value: Any) -> SourceValue:

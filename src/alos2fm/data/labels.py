@@ -18,9 +18,13 @@ size of the map or the layer.
   smallest polygon wins** (a pond drawn inside a field keeps its class), and among equal
   areas the later feature of the layer.
 
-``open_labels`` picks the source from the files and options; ``describe_labels`` is what
-``alos2fm info`` prints for a label file. Sources are safe to pickle (no open handles
-travel to worker processes).
+``open_labels`` picks the source from the files and options and checks that it fits its
+class table (``check_fit``: a file's nodata value that is a class is refused, as is a source
+whose pixels mostly become undeclared no data, or one read through the default HRLULC
+table that does not look like HRLULC); ``describe_labels`` is what ``alos2fm info`` prints
+for a label file, with those problems shown instead of raised. Polygons of an ignored or
+null value mask their area (the smallest polygon wins, whatever its value). Sources are
+safe to pickle (no open handles travel to worker processes).
 
 Vector layers are read with pyogrio (GDAL's vectorised OGR reader, maintained with
 GeoPandas): one call per window with a bounding-box filter returns WKB geometries and the
@@ -47,7 +51,9 @@ from alos2fm.data.classes import (
     attribute_key,
     hrlulc_classes,
     identity_remap,
+    is_whole,
     load_class_table,
+    nodata_mask,
 )
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid, Window
@@ -68,6 +74,11 @@ __all__ = [
 Resampling = Literal["nearest", "mode"]
 LabelsGrid = Literal["map", "pixel"]
 UnknownValues = Literal["error", "ignore"]
+# What no data is in a label raster or image: "file" = the file's own nodata tag; None =
+# none (the file's tag is wrong: its value is read by the class table); a number = that
+# value instead of the file's tag.
+FILE_NODATA = "file"
+Nodata = float | int | Literal["file"] | None
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite"}
 IMAGE_SUFFIXES = {".npy", ".png", ".bmp"}  # label images: never georeferenced
@@ -112,12 +123,39 @@ def open_labels(
     grid: LabelsGrid = "map",
     field: str | None = None,
     unknown: UnknownValues = "error",
+    nodata: Nodata = FILE_NODATA,
+    table_given: bool | None = None,
 ) -> LabelSource:
     """The label source for ``paths``: polygons, a pixel-grid image or class rasters.
 
     ``grid="pixel"`` says the files are on the product's own pixel grid (one per product,
     in product order); ``field`` is the class attribute of a vector layer.
+
+    ``nodata`` says what no data is in rasters and images: ``"file"`` (default) the
+    file's own nodata tag, ``None`` none (the tag is wrong: its value is read by the class
+    table), a number that value instead of the tag. A nodata value that the class table
+    maps to a class is refused (the class would silently vanish).
+
+    ``table_given`` says whether the user chose ``classes``; ``None`` infers it: a table
+    other than ``DEFAULT_CLASSES`` was chosen. Every source must fit its table (see
+    ``check_fit``): a source read through the default table must look like HRLULC.
     """
+    if table_given is None:
+        table_given = not (isinstance(classes, str) and classes == DEFAULT_CLASSES)
+    source = _open_source(paths, classes, grid=grid, field=field, unknown=unknown, nodata=nodata)
+    check_fit(source, table_given=table_given)
+    return source
+
+
+def _open_source(
+    paths: str | Path | Sequence[str | Path],
+    classes: ClassTable | str | Path,
+    *,
+    grid: LabelsGrid,
+    field: str | None,
+    unknown: UnknownValues,
+    nodata: Nodata,
+) -> LabelSource:
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if not paths:
         raise DataError("no label source given")
@@ -142,6 +180,12 @@ def open_labels(
                 vectors[0],
                 hint=f"pass --label-field NAME (fields: {', '.join(_vector_fields(vectors[0]))})",
             )
+        if nodata != FILE_NODATA:
+            raise DataError(
+                "--label-nodata applies to label rasters and images, not to polygons",
+                vectors[0],
+                hint="give polygons that mean no data an ignored class value or no value",
+            )
         return VectorLabels(vectors[0], field, classes, unknown=unknown)
     if grid == "pixel":
         if len(paths) != 1:
@@ -150,7 +194,7 @@ def open_labels(
                 paths[1],
                 hint="open one PixelLabels per product",
             )
-        return PixelLabels(paths[0], classes, unknown=unknown)
+        return PixelLabels(paths[0], classes, unknown=unknown, nodata=nodata)
     images = [p for p in paths if p.suffix.lower() in IMAGE_SUFFIXES]
     if images:
         raise DataError(
@@ -158,7 +202,7 @@ def open_labels(
             images[0],
             hint="if it is on the product's own pixel grid, pass --labels-grid pixel",
         )
-    return LabelMap(paths, classes, unknown=unknown)
+    return LabelMap(paths, classes, unknown=unknown, nodata=nodata)
 
 
 # --- class rasters with a CRS -----------------------------------------------------------------
@@ -177,6 +221,9 @@ class _Tile:
 
 
 _INTEGER_TYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "int64", "uint64")
+# Class rasters saved as floats (QGIS raster calculator, numpy) are read when their values
+# are whole numbers (checked as they are read); NaN is no data.
+_CLASS_TYPES = (*_INTEGER_TYPES, "float32", "float64")
 
 
 class LabelMap(LabelSource):
@@ -192,24 +239,25 @@ class LabelMap(LabelSource):
         classes: ClassTable | str | Path = DEFAULT_CLASSES,
         *,
         unknown: UnknownValues = "error",
+        nodata: Nodata = FILE_NODATA,
     ):
         self.table = load_class_table(classes)
         self.encoder = self.table.encoder(unknown)
         paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
         if not paths:
             raise DataError("no land-cover map given")
-        self.tiles = [self._describe(Path(p)) for p in paths]
+        self.tiles = [self._describe(Path(p), self.table, nodata) for p in paths]
         self.files = [t.path for t in self.tiles]
         self._handles: dict[Path, Any] = {}
 
     @staticmethod
-    def _describe(path: Path) -> _Tile:
+    def _describe(path: Path, table: ClassTable, nodata: Nodata = FILE_NODATA) -> _Tile:
         import rasterio
         from rasterio.errors import RasterioIOError
 
         try:
             with rasterio.open(path) as src:
-                if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+                if src.count != 1 or src.dtypes[0] not in _CLASS_TYPES:
                     raise DataError(
                         f"a class raster must be one band of integers, found {src.count} "
                         f"band(s) of {src.dtypes[0]}",
@@ -222,7 +270,8 @@ class LabelMap(LabelSource):
                         path,
                         hint="if it is on the product's own pixel grid, pass --labels-grid pixel",
                     )
-                return _Tile(path, src.crs, src.transform, src.width, src.height, src.nodata)
+                value = effective_nodata(src.nodata, nodata, table, path)
+                return _Tile(path, src.crs, src.transform, src.width, src.height, value)
         except RasterioIOError as err:
             raise DataError(f"cannot open label raster: {err}", path) from err
 
@@ -256,6 +305,18 @@ class LabelMap(LabelSource):
                 scene,
                 hint="pass the label tiles that cover the scene, or omit --labels",
             )
+
+    def value_counts(self) -> tuple[dict[Any, int], int]:
+        """({value: pixels}, sample step) over all tiles, nodata left out; read decimated
+        (at most ``_SAMPLE_SIDE`` pixels a side per tile), so a national map costs little."""
+        totals: dict[Any, int] = {}
+        step = 1
+        for tile in self.tiles:
+            values, tile_step = _sample_raster(tile.path, referenced=True)
+            step = max(step, tile_step)
+            for value, count in _counts(values, tile.nodata, tile_step * tile_step).items():
+                totals[value] = totals.get(value, 0) + count
+        return totals, step
 
     def overlaps(self, grid: RasterGrid, window: Window | None = None) -> bool:
         """Whether any map covers part of ``window`` (default: the whole grid)."""
@@ -372,10 +433,12 @@ class PixelLabels(LabelSource):
         classes: ClassTable | str | Path = DEFAULT_CLASSES,
         *,
         unknown: UnknownValues = "error",
+        nodata: Nodata = FILE_NODATA,
     ):
         self.path = Path(path)
         self.table = load_class_table(classes)
         self.encoder = self.table.encoder(unknown)
+        self.nodata = effective_nodata(read_label_image_nodata(self.path), nodata, self.table, path)
         self.files = [self.path]
         self._base: RasterGrid | None = None
         self._codes: np.ndarray | None = None  # read on first use, not pickled
@@ -385,9 +448,19 @@ class PixelLabels(LabelSource):
 
     def _image_codes(self) -> np.ndarray:
         if self._codes is None:
-            values, nodata = read_label_image(self.path)
-            self._codes = self.encoder.encode(values, nodata, self.path)
+            values, _ = read_label_image(self.path)
+            self._codes = self.encoder.encode(values, self.nodata, self.path)
         return self._codes
+
+    def value_counts(self) -> tuple[dict[Any, int], int]:
+        """({value: pixels}, sample step), nodata left out, as ``LabelMap.value_counts``."""
+        if self.path.suffix.lower() == ".npy":
+            values = np.load(self.path, mmap_mode="r")
+            step = max(1, -(-max(values.shape) // _SAMPLE_SIDE))
+            values = np.asarray(values[::step, ::step])
+        else:
+            values, step = _sample_raster(self.path, referenced=False)
+        return _counts(values, self.nodata, step * step), step
 
     def attach(self, product: Any, scene: str | Path | None = None) -> None:
         base = unprocessed_grid(product)
@@ -462,7 +535,7 @@ def read_label_image(path: Path) -> tuple[np.ndarray, float | None]:
     nodata value (from the file's metadata; None for ``.npy``)."""
     if path.suffix.lower() == ".npy":
         values = np.load(path, mmap_mode="r")
-        if values.ndim != 2 or values.dtype.kind not in "iub":
+        if values.ndim != 2 or values.dtype.kind not in "iubf":
             raise DataError(
                 f"a label image must be a 2-D integer array, found {values.ndim}-D {values.dtype}",
                 path,
@@ -472,7 +545,7 @@ def read_label_image(path: Path) -> tuple[np.ndarray, float | None]:
 
     try:
         with _open_unreferenced(path) as src:
-            if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+            if src.count != 1 or src.dtypes[0] not in _CLASS_TYPES:
                 raise DataError(
                     f"a label image must be one band of integers, found {src.count} "
                     f"band(s) of {src.dtypes[0]}",
@@ -481,6 +554,19 @@ def read_label_image(path: Path) -> tuple[np.ndarray, float | None]:
                     "uint8/int16 TIFF or ENVI, or .npy)",
                 )
             return src.read(1), src.nodata
+    except RasterioIOError as err:
+        raise DataError(f"cannot open label image: {err}", path) from err
+
+
+def read_label_image_nodata(path: Path) -> float | None:
+    """The nodata tag of a label image (None for ``.npy``), without reading its pixels."""
+    if path.suffix.lower() == ".npy":
+        return None
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with _open_unreferenced(path) as src:
+            return src.nodata
     except RasterioIOError as err:
         raise DataError(f"cannot open label image: {err}", path) from err
 
@@ -557,6 +643,20 @@ class VectorLabels(LabelSource):
                 hint="pass the polygons that cover the scene, or omit --labels",
             )
 
+    def value_counts(self) -> dict[Any, int]:
+        """{value: features} of the class attribute (null values left out)."""
+        import pyogrio
+
+        _, _, _, (values,) = pyogrio.raw.read(
+            self.path, layer=self.layer, columns=[self.field], read_geometry=False
+        )
+        totals: dict[Any, int] = {}
+        for value in values.tolist():
+            if value is not None:
+                key = attribute_key(value)
+                totals[key] = totals.get(key, 0) + 1
+        return totals
+
     def read_on_grid(
         self, grid: RasterGrid, window: Window, resampling: Resampling = "nearest"
     ) -> np.ndarray:
@@ -579,7 +679,9 @@ class VectorLabels(LabelSource):
             return self.encoder.decode[codes]
         geometries = _to_crs(shapely.from_wkb(wkb), self.crs, CRS.from_user_input(grid.crs))
         feature_codes = self.encoder.encode_values(list(values), self.path)
-        keep = ~shapely.is_empty(geometries) & (feature_codes != NODATA_CODE)
+        # Polygons of ignored or null value are burnt too (as NODATA_CODE): they mask the
+        # larger polygons around them, as a smaller class polygon overrides them.
+        keep = ~shapely.is_empty(geometries)
         # Largest first, so that smaller polygons are burnt over them (a stable sort keeps
         # the layer's order among equal areas: the later feature wins).
         order = np.argsort(-shapely.area(geometries[keep]), kind="stable")
@@ -633,12 +735,182 @@ def _layer_files(path: Path) -> list[Path]:
     return [p for p in parts if p.exists()]
 
 
+# --- nodata tags and whether a source fits its class table ------------------------------------
+
+_SAMPLE_SIDE = 1024  # fit checks read a raster decimated to at most this many pixels a side
+_DEFAULT_MIN_CLASSES = 3  # classes a source read through the default table must hold
+
+
+def effective_nodata(
+    file_nodata: float | None, nodata: Nodata, table: ClassTable, path: str | Path
+) -> float | None:
+    """The nodata value to read ``path`` with (``nodata``: see ``open_labels``); a
+    ``DataError`` when it is a value that ``table`` maps to a class."""
+    if nodata == FILE_NODATA:
+        value, origin = file_nodata, "the file's nodata tag"
+    elif nodata is None:
+        return None
+    else:
+        if isinstance(nodata, bool) or not isinstance(nodata, (int, float, np.number)):
+            raise DataError(
+                f"label nodata {nodata!r} is not a number", path, hint="a number or none"
+            )
+        value, origin = float(nodata), "--label-nodata"
+    problem = nodata_collision(value, table, origin)
+    if problem:
+        raise DataError(problem, path, hint=_collision_hint(value, origin))
+    return value
+
+
+def nodata_collision(value: float | None, table: ClassTable, origin: str) -> str | None:
+    """The problem, in words, when nodata ``value`` is a class value of ``table``."""
+    if not is_whole(value):
+        return None
+    index = table.class_index(int(value))
+    if index is None:
+        return None
+    name = table.classes[index].name
+    return (
+        f"nodata value {int(value)} ({origin}) is class {index} {name!r} of class table "
+        f"{table.name!r}: every {name!r} pixel would become no data"
+    )
+
+
+def _collision_hint(value: float | None, origin: str) -> str:
+    shown = int(value) if is_whole(value) else value
+    if origin == "--label-nodata":
+        return f"give --label-nodata a value that is not a class, or map {shown} otherwise"
+    return (
+        f"if the tag is wrong, pass --label-nodata none ({shown} is then read by the class "
+        f"table) or --label-nodata VALUE (the file's true nodata); if {shown} really is no "
+        f"data, use a class table that does not map it (--classes TABLE.yaml)"
+    )
+
+
+def _sample_raster(path: Path, referenced: bool) -> tuple[np.ndarray, int]:
+    """Band 1 of ``path`` decimated (nearest) to at most ``_SAMPLE_SIDE`` a side, and the
+    step; GDAL reads it from overviews where the file has them."""
+    import rasterio
+    from rasterio.enums import Resampling as GdalResampling
+
+    opener = rasterio.open if referenced else _open_unreferenced
+    with opener(path) as src:
+        step = max(1, -(-max(src.height, src.width) // _SAMPLE_SIDE))
+        if step == 1:
+            return src.read(1), 1
+        shape = (-(-src.height // step), -(-src.width // step))
+        return src.read(1, out_shape=shape, resampling=GdalResampling.nearest), step
+
+
+def _counts(values: np.ndarray, nodata: float | None, weight: int = 1) -> dict[Any, int]:
+    """{value: count x weight} of an array, nodata and NaN left out; whole floats as ints."""
+    values = np.asarray(values).ravel()
+    keep = ~nodata_mask(values, nodata)
+    if values.dtype.kind == "f":
+        keep &= np.isfinite(values)
+    values = values[keep]
+    uniques, counts = np.unique(values, return_counts=True)
+    return {_plain(v): c * weight for v, c in zip(uniques.tolist(), counts.tolist(), strict=True)}
+
+
+def _plain(value: Any) -> Any:
+    whole = isinstance(value, float) and value.is_integer() and abs(value) < 2.0**53
+    return int(value) if whole else value
+
+
+def fit_problems(
+    counts: dict[Any, int], table: ClassTable, table_given: bool, unit: str = "px", step: int = 1
+) -> list[tuple[str, str]]:
+    """(problem, way out) for each way a source's value ``counts`` (nodata left out) do not
+    fit ``table``:
+
+    - any table, rasters and images: more than half of the pixels would become no data
+      through values that neither the file nor the user declares as nodata and that the
+      table's own source vocabulary does not name (a 0/255 mask through ``water_mask``
+      loses its 255 class). Sparse ground truth whose table names its "unlabelled" value
+      (Flevoland: 78 % unlabelled) fits.
+    - the default table (not chosen by the user): the source must look like HRLULC, i.e.
+      hold at least 3 of the table's classes (a 0/1 water mask holds one: Water, with its
+      land turned into no data).
+    """
+    problems = []
+    total = sum(counts.values())
+    if total == 0:
+        return problems
+    about = "about " if step > 1 else ""
+    ignored = {attribute_key(v) for v in table.ignore}
+    documented = table.documented_nodata()
+    if unit == "px":
+        dropped = {v: c for v, c in counts.items() if attribute_key(v) in ignored - documented}
+        if 2 * sum(dropped.values()) > total:
+            shown = ", ".join(f"{v} ({about}{c} {unit})" for v, c in sorted(dropped.items()))
+            values = " ".join(str(v) for v in sorted(dropped))
+            problems.append(
+                (
+                    f"{100 * sum(dropped.values()) / total:.0f} % of the {about}{total} labelled "
+                    f"{unit} would become no data through values {shown}, which class table "
+                    f"{table.name!r} ignores but the file does not declare as nodata",
+                    f"if they are a class, use a table that maps them (--classes water_mask, "
+                    f"--classes TABLE.yaml); if they really are no data, say so: "
+                    f"--label-nodata {values}",
+                )
+            )
+    if not table_given:
+        present = sorted({table.class_index(v) for v in counts if table.class_index(v) is not None})
+        needed = min(_DEFAULT_MIN_CLASSES, table.num_classes)
+        if len(present) < needed:
+            names = ", ".join(table.classes[i].name for i in present) or "none"
+            held = ", ".join(
+                f"{v} ({about}{c} {unit})" for v, c in sorted(counts.items(), key=_order)
+            )
+            problems.append(
+                (
+                    f"these labels do not look like HRLULC, which the default class table "
+                    f"{table.name!r} reads them as: they hold {len(present)} of its "
+                    f"{table.num_classes} classes ({names}); values {held}",
+                    "name the class table of these labels: --classes water_mask (0/1 "
+                    "masks), --classes worldcover, --classes TABLE.yaml; or, for HRLULC, "
+                    f"--classes {table.name}",
+                )
+            )
+    return problems
+
+
+def _order(item: tuple[Any, int]) -> tuple[int, str, float]:
+    value = item[0]
+    return (0, "", float(value)) if isinstance(value, (int, float)) else (1, str(value), 0.0)
+
+
+def check_fit(source: LabelSource, table_given: bool = True) -> None:
+    """``DataError`` naming the file when ``source`` does not fit its class table (see
+    ``fit_problems``). Rasters are counted on a decimated read; polygons by feature."""
+    if isinstance(source, VectorLabels):
+        if table_given:
+            return  # a polygon's ignored value is a deliberate mask, not a wrong table
+        counts, step, unit = source.value_counts(), 1, "features"
+    else:
+        (counts, step), unit = source.value_counts(), "px"
+    fractional = sorted(v for v in counts if isinstance(v, float))
+    if fractional:  # a float image (dB, reflectance), not classes saved as floats
+        source.encoder.encode(np.array(fractional), source=source.files[0])
+    problems = fit_problems(counts, source.table, table_given, unit=unit, step=step)
+    if problems:
+        problem, hint = problems[0]
+        raise DataError(problem, source.files[0], hint=hint)
+
+
 # --- what `alos2fm info` prints for a label file ----------------------------------------------
 
 
 def is_label_source(path: str | Path) -> bool:
-    """A polygon layer, a label image, or a single-band integer raster not named like an
-    ALOS-2 product (those are DN products, not labels)."""
+    """A polygon layer, a label image, or a single-band integer raster of a few distinct
+    values not named like an ALOS-2 product.
+
+    Class rasters hold tens of values (at most 256 here); a renamed uint16 DN product
+    holds thousands, spread over its range: a decimated sample (at most 256 x 256,
+    nearest neighbour, so class values stay class values) with more than 256 distinct
+    values is an image, not labels, and goes to the product readers.
+    """
     from alos2fm.products.naming import is_mosaic_name, is_product_name
 
     path = Path(path)
@@ -651,7 +923,13 @@ def is_label_source(path: str | Path) -> bool:
         import rasterio
 
         with rasterio.open(path) as src:
-            return src.count == 1 and src.dtypes[0] in _INTEGER_TYPES
+            if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+                return False
+            if src.dtypes[0] in ("uint8", "int8"):
+                return True
+            shape = (min(src.height, 256), min(src.width, 256))
+            sample = src.read(1, out_shape=shape)
+            return np.unique(sample).size <= 256  # class tables hold far fewer values
     except Exception:  # not a raster GDAL reads: the product readers will say why
         return False
 
@@ -661,48 +939,76 @@ def describe_labels(
     classes: ClassTable | str | Path | None = None,
     *,
     field: str | None = None,
+    nodata: Nodata = FILE_NODATA,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(fields, values) for ``alos2fm info``: what the source is, and each value with its
-    pixel or feature count and, with a class table, its name and role."""
+    pixel or feature count and, with a class table, its name and role. ``nodata`` as in
+    ``open_labels``. What ``open_labels`` would refuse (a nodata value that is a class, a
+    source that does not fit its table) is shown in the field ``problem``, not raised, so
+    that the counts needed to fix it are printed."""
     path = Path(path)
     table = load_class_table(classes) if classes is not None else None
-    if path.suffix.lower() in VECTOR_SUFFIXES:
+    vector = path.suffix.lower() in VECTOR_SUFFIXES
+    value = None
+    origin = "the file's nodata tag" if nodata == FILE_NODATA else "--label-nodata"
+    if vector:
+        if nodata != FILE_NODATA:
+            raise DataError("--label-nodata applies to label rasters and images", path)
         fields, counts = _describe_vector(path, field)
     elif path.suffix.lower() in IMAGE_SUFFIXES:
-        values, nodata = read_label_image(path)
+        values, file_nodata = read_label_image(path)
+        value = file_nodata if nodata == FILE_NODATA else nodata
         fields = {
             "kind": "label image on a pixel grid (no georeference: use --labels-grid pixel)",
             "size": f"{values.shape[1]} x {values.shape[0]} (pixels x lines)",
             "type": str(values.dtype),
         }
-        counts = _value_counts(values, nodata, unit="px")
+        if nodata != FILE_NODATA:
+            fields["nodata used"] = value
+        counts = _value_counts(values, value, unit="px")
     else:
-        fields, counts = _describe_raster(path)
+        fields, counts, value = _describe_raster(path, nodata)
     vocabulary = table.source_vocabulary() if table is not None else {}
+    ignored_as = "ignored (file's nodata)" if nodata == FILE_NODATA else "ignored (--label-nodata)"
     rows = []
-    for value, count, unit, is_nodata in counts:
-        row = {"value": value, unit: count}
+    for row_value, count, unit, is_nodata in counts:
+        row = {"value": row_value, unit: count}
         if table is not None:
             if vocabulary:
-                row["source name"] = vocabulary.get(value, "")
-            role = table.value_role(value)
-            row["training class"] = "ignored (file's nodata)" if is_nodata else role
+                row["source name"] = vocabulary.get(row_value, "")
+            role = table.value_role(row_value)
+            if is_nodata and role.startswith("class "):
+                role = f"{ignored_as[:-1]}; the table says {role})"
+            elif is_nodata:
+                role = ignored_as
+            row["training class"] = role
         elif is_nodata:
-            row["note"] = "file's nodata"
+            row["note"] = "file's nodata" if nodata == FILE_NODATA else "--label-nodata"
         rows.append(row)
     if table is not None:
         fields["class table"] = f"{table.name} ({table.num_classes} classes)"
         missing = [r["value"] for r in rows if r["training class"] == "NOT IN TABLE"]
         if missing:
             fields["not in table"] = ", ".join(map(str, missing))
+        problems = []
+        collision = nodata_collision(value, table, origin) if not vector else None
+        if collision:
+            problems.append((collision, _collision_hint(value, origin)))
+        if not vector:
+            kept = {v: c for v, c, _, is_nodata in counts if not is_nodata and v != "NaN"}
+            problems += fit_problems(kept, table, table_given=True)
+        if problems:
+            fields["problem"] = "; ".join(f"{p} ({hint})" for p, hint in problems)
     return fields, rows
 
 
-def _describe_raster(path: Path) -> tuple[dict[str, Any], list[tuple[Any, int, str]]]:
+def _describe_raster(
+    path: Path, nodata: Nodata = FILE_NODATA
+) -> tuple[dict[str, Any], list[tuple[Any, int, str, bool]], float | None]:
     import rasterio
 
     with rasterio.open(path) as src:
-        if src.count != 1 or src.dtypes[0] not in _INTEGER_TYPES:
+        if src.count != 1 or src.dtypes[0] not in _CLASS_TYPES:
             raise DataError(
                 f"not a class raster: {src.count} band(s) of {src.dtypes[0]}",
                 path,
@@ -717,14 +1023,19 @@ def _describe_raster(path: Path) -> tuple[dict[str, Any], list[tuple[Any, int, s
             "crs": src.crs.to_string() if src.crs else None,
             "bounds": tuple(src.bounds),
         }
+        value = src.nodata if nodata == FILE_NODATA else nodata
+        if nodata != FILE_NODATA:
+            fields["nodata used"] = value
         # Block by block: memory stays flat for a national map.
-        totals: dict[int, int] = {}
+        totals: dict[Any, int] = {}
         for _, window in src.block_windows(1):
-            values, counts = np.unique(src.read(1, window=window), return_counts=True)
-            for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-                totals[value] = totals.get(value, 0) + count
-        nodata = src.nodata
-    return fields, _rows(totals, nodata, unit="px")
+            for key, count in _counts(src.read(1, window=window), None).items():
+                totals[key] = totals.get(key, 0) + count
+            if src.dtypes[0].startswith("float"):
+                nan = int(np.isnan(src.read(1, window=window)).sum())
+                if nan:
+                    totals["NaN"] = totals.get("NaN", 0) + nan
+    return fields, _rows(totals, value, unit="px"), value
 
 
 def _describe_vector(
@@ -760,8 +1071,10 @@ def _describe_vector(
 
 
 def _value_counts(values: np.ndarray, nodata: float | None, unit: str) -> list:
-    uniques, counts = np.unique(values, return_counts=True)
-    return _rows(dict(zip(uniques.tolist(), counts.tolist(), strict=True)), nodata, unit)
+    totals = _counts(values, None)
+    if values.dtype.kind == "f" and np.isnan(values).any():
+        totals["NaN"] = int(np.isnan(values).sum())
+    return _rows(totals, nodata, unit)
 
 
 def _rows(totals: dict[Any, int], nodata: float | None, unit: str) -> list:
@@ -771,5 +1084,11 @@ def _rows(totals: dict[Any, int], nodata: float | None, unit: str) -> list:
 
     rows = []
     for value, count in sorted(totals.items(), key=order):
-        rows.append((value, count, unit, nodata is not None and value == nodata))
+        is_nodata = value == "NaN" or (
+            isinstance(nodata, (int, float))
+            and np.isfinite(nodata)
+            and isinstance(value, (int, float))
+            and value == nodata
+        )
+        rows.append((value, count, unit, is_nodata))
     return rows

@@ -21,7 +21,10 @@ measured on a 20-million-point grid. That is below the radiometric step of the u
 DN themselves at the same levels (one DN is 0.06 dB at -40 dB and 0.19 dB at -50 dB for
 CF = -83 dB), far below the 0.4 dB calibration uncertainty of ALOS-2 and the several dB
 of single-look speckle. float16 halves disk use and read time compared with float32 and
-still represents NaN, the no-data marker.
+still represents NaN, the no-data marker. Its range ends at +-65504: a value beyond it (a
+fill value such as -3.4e38 that no nodata tag declared) would be stored as -inf, so
+:func:`to_patch_dtype` and ``StagedPatches.append`` refuse any infinity, and
+:func:`write_stats` refuses statistics that are not finite.
 
 Class weights use median-frequency balancing (Eigen & Fergus, 2015):
 ``w_c = median_k(f_k) / f_c`` with ``f_c`` the share of labelled train pixels in class c,
@@ -184,12 +187,45 @@ class StagedPatches:
                 path.write_bytes(b"")
 
     def append(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
-        """Add ``images`` (n, C, P, P) dB and, for a labelled task, ``labels`` (n, P, P)."""
+        """Add ``images`` (n, C, P, P) dB and, for a labelled task, ``labels`` (n, P, P).
+
+        ``DataError`` if a value is infinite once stored (see :func:`to_patch_dtype`).
+        """
+        stored = to_patch_dtype(images, band_axis=1, where=self._images.parent)
         with open(self._images, "ab") as file:
-            file.write(np.ascontiguousarray(images, dtype=_STAGED_DTYPE).data)
+            file.write(np.ascontiguousarray(stored, dtype=_STAGED_DTYPE).data)
         if self._labels is not None:
             with open(self._labels, "ab") as file:
                 file.write(np.ascontiguousarray(labels, dtype=np.uint8).data)
+
+
+def to_patch_dtype(
+    image_db: np.ndarray, band_axis: int = 0, where: str | Path | None = None
+) -> np.ndarray:
+    """``image_db`` (bands on ``band_axis``) as the store's float16, refusing infinities.
+
+    A finite dB value beyond float16's +-65504 would become +-inf, and an infinity already
+    there is no backscatter either: both raise ``DataError`` naming the band (1-based),
+    the count and the extreme value. NaN (no data) passes. ``where`` names the file or
+    folder in the message.
+    """
+    with np.errstate(over="ignore"):
+        stored = np.asarray(image_db).astype(PATCH_DTYPE)
+    infinite = np.isinf(stored)
+    if infinite.any():
+        axes = tuple(i for i in range(stored.ndim) if i != band_axis % max(stored.ndim, 1))
+        per_band = infinite.sum(axis=axes) if stored.ndim > 1 else np.array([infinite.sum()])
+        band = int(np.flatnonzero(per_band)[0]) + 1
+        source = np.asarray(image_db)[infinite]
+        extreme = source[np.argmax(np.abs(source.astype(np.float64)))]
+        raise DataError(
+            f"{int(infinite.sum())} value(s) of band {band} (e.g. {float(extreme):.7g} dB) "
+            f"are infinite in float16, the store's dtype (range +-65504)",
+            where,
+            "not backscatter: a fill value without a nodata tag? check the product with "
+            "alos2fm.products.validate_product and declare it with --nodata",
+        )
+    return stored
 
 
 def read_staged(
@@ -355,10 +391,33 @@ def median_frequency_weights(counts: np.ndarray) -> np.ndarray:
 
 
 def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:
+    """Write ``stats.json`` atomically; ``DataError`` naming the key and band if a number
+    is NaN or infinite (the file is then not written: JSON has no such numbers, and a
+    NaN mean would normalise every patch to NaN)."""
     path = Path(root) / STATS
+    _check_finite_stats(stats, path)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(stats, indent=2) + "\n")
+        tmp.write_text(json.dumps(stats, indent=2, allow_nan=False) + "\n")
     return path
+
+
+def _check_finite_stats(stats: dict[str, Any], path: Path) -> None:
+    bands = list(stats.get("bands") or [])
+    for key, value in stats.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (int, float, np.number)):
+                continue
+            if np.isfinite(item):
+                continue
+            per_band = isinstance(value, (list, tuple)) and len(value) == len(bands)
+            where = f"band {bands[i]}" if per_band else (f"entry {i}" if items is value else "")
+            raise DataError(
+                f"{key} of {where or 'the dataset'} is {float(item)} in the statistics",
+                path,
+                "the dataset holds values that are not backscatter (a fill value without a "
+                "nodata tag?): check the products and prepare again with --nodata",
+            )
 
 
 def read_stats(root: str | Path) -> dict[str, Any]:

@@ -31,16 +31,19 @@ import torch
 from alos2fm.atomic import atomic_path
 from alos2fm.evaluation.predict import InferenceMeta, load_segmenter_for_inference
 from alos2fm.interop.timm_export import (
+    ENCODER_FOLDER_FILES,
     checkpoint_card_facts,
     encoder_card_facts,
     export_encoder_folder,
 )
 from alos2fm.models.segmenter import Segmenter, WeightsError
+from alos2fm.outputs import claim_folder
 
 log = logging.getLogger(__name__)
 
 ONNX_OPSET = 18
 METADATA_KEY = "alos2fm"
+SEGMENTER_FILES = ("segmenter.safetensors", "segmenter.onnx", "meta.json")
 
 
 @dataclass(frozen=True)
@@ -106,32 +109,37 @@ def export_checkpoint_encoder(
     return tuple(export_encoder_folder(model.encoder, meta.model["encoder"], facts, out_dir))
 
 
-def export_segmenter(checkpoint: str | Path, out_dir: str | Path) -> ExportResult:
+def export_segmenter(
+    checkpoint: str | Path, out_dir: str | Path, overwrite: bool = False
+) -> ExportResult:
     """``alos2fm export --checkpoint``: safetensors, ONNX, meta.json and the timm folder."""
     checkpoint = Path(checkpoint)
     model, meta = load_segmenter_for_inference(checkpoint, "cpu")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    timm_files = export_checkpoint_encoder(model, meta, checkpoint, out_dir)
-    meta_path = out_dir / "meta.json"
-    with atomic_path(meta_path) as tmp:
-        tmp.write_text(json.dumps(meta.hparams(), indent=2) + "\n")
-    return ExportResult(
-        safetensors=export_safetensors(model, meta, out_dir / "segmenter.safetensors"),
-        onnx=export_onnx(model, meta, out_dir / "segmenter.onnx"),
-        meta=meta_path,
-        timm=timm_files,
-    )
+    outputs = [*SEGMENTER_FILES, *ENCODER_FOLDER_FILES]
+    with claim_folder(out_dir, "export", outputs=outputs, inputs=[checkpoint], overwrite=overwrite):
+        timm_files = export_checkpoint_encoder(model, meta, checkpoint, out_dir)
+        meta_path = out_dir / "meta.json"
+        with atomic_path(meta_path) as tmp:
+            tmp.write_text(json.dumps(meta.hparams(), indent=2) + "\n")
+        return ExportResult(
+            safetensors=export_safetensors(model, meta, out_dir / "segmenter.safetensors"),
+            onnx=export_onnx(model, meta, out_dir / "segmenter.onnx"),
+            meta=meta_path,
+            timm=timm_files,
+        )
 
 
-def export_pretrained_encoder(weights: str | Path, out_dir: str | Path) -> list[Path]:
+def export_pretrained_encoder(
+    weights: str | Path, out_dir: str | Path, overwrite: bool = False
+) -> list[Path]:
     """``alos2fm export --encoder``: an ``encoder.safetensors`` (and the ``encoder.json``
     beside it) as a timm hub folder with its model card."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from alos2fm.contract import read_encoder_meta
     from alos2fm.models.backbones import build_encoder
-    from alos2fm.train.pretrained import read_encoder_meta
 
     weights = Path(weights)
     meta = read_encoder_meta(weights)
@@ -156,4 +164,8 @@ def export_pretrained_encoder(weights: str | Path, out_dir: str | Path) -> list[
             "keep the encoder.json written with these weights beside them",
         ) from None
     facts = encoder_card_facts(meta, f"{_run_name(weights)} (alos2fm encoder)")
-    return export_encoder_folder(encoder, meta["encoder"], facts, out_dir)
+    inputs = [Path(weights), Path(weights).with_name("encoder.json")]
+    with claim_folder(
+        Path(out_dir), "export", outputs=ENCODER_FOLDER_FILES, inputs=inputs, overwrite=overwrite
+    ):
+        return export_encoder_folder(encoder, meta["encoder"], facts, out_dir)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 
 from alos2fm.atomic import atomic_path
+from alos2fm.contract import band_indices, bands_to_open, open_checkpoint
 from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
@@ -53,7 +53,6 @@ NODATA = 255
 BLOCK = 256  # GeoTIFF block side; writes are aligned to it
 QUICKLOOK_MAX_SIDE = 1024
 STATE_PREFIX = "segmenter."  # where FinetuneModule keeps the model in its state_dict
-GENERIC_BAND = re.compile(r"(DB|B|BAND)\d+", re.IGNORECASE)
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +138,7 @@ def load_segmenter_for_inference(
     Only plain tensors and containers are unpickled (``weights_only=True``).
     """
     checkpoint = Path(checkpoint)
-    try:
-        content = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise WeightsError("checkpoint not found", checkpoint) from None
-    except Exception as err:  # torch raises several types for a corrupt or foreign file
-        raise WeightsError(f"cannot read checkpoint: {err}", checkpoint) from None
-    if not isinstance(content, dict) or "state_dict" not in content:
-        raise WeightsError("not a model checkpoint (no state_dict)", checkpoint)
+    content = open_checkpoint(checkpoint)
     meta = InferenceMeta.from_hparams(content.get("hyper_parameters", {}), checkpoint)
     model = build_segmenter(meta.model)
     state = {
@@ -226,6 +218,17 @@ class PredictOptions:
     progress: bool = True
     compile: bool = False
     fused_attention: bool = False
+    overwrite: bool = False  # replace maps an earlier alos2fm run wrote (never others)
+
+
+def output_paths(out: Path, options: PredictOptions) -> list[Path]:
+    """The files a prediction writes: the map, its confidence, its quicklook."""
+    paths = [out]
+    if options.confidence:
+        paths.append(out.with_name(f"{out.stem}_confidence.tif"))
+    if options.quicklook:
+        paths.append(out.with_suffix(".png"))
+    return paths
 
 
 @dataclass(frozen=True)
@@ -239,30 +242,9 @@ class PredictionResult:
     seconds: float
 
 
-def _is_generic(bands: Sequence[str]) -> bool:
-    """Band names that say nothing about polarisation (a dB GeoTIFF's "DB1", "DB2", ...)."""
-    return all(GENERIC_BAND.fullmatch(band) for band in bands)
-
-
 def _band_indices(product: Product, meta: InferenceMeta) -> list[int]:
-    """Which product bands feed the model, in the model's order: by name; by position only
-    where one side's names are generic (with a warning), never between named polarisations."""
-    if all(band in product.bands for band in meta.bands):
-        return [product.bands.index(band) for band in meta.bands]
-    generic = _is_generic(product.bands) or _is_generic(meta.bands)
-    if generic and len(product.bands) == len(meta.bands):
-        log.warning(
-            "%s: bands %s fed by position as the model's %s (generic names cannot be checked)",
-            product.path,
-            list(product.bands),
-            list(meta.bands),
-        )
-        return list(range(len(meta.bands)))
-    raise PredictionError(
-        f"the model needs bands {list(meta.bands)}, the product has {list(product.bands)}",
-        product.path,
-        "predict with a model trained on this product's polarisations",
-    )
+    """Which product bands feed the model, in the model's order (``alos2fm.contract``)."""
+    return band_indices(meta.bands, product.bands, product.path)
 
 
 def _check_options(
@@ -445,7 +427,7 @@ def predict_product(
     height, width = product.grid.height, product.grid.width
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    targets = [out] + ([out.with_name(f"{out.stem}_confidence.tif")] if options.confidence else [])
+    targets = [p for p in output_paths(out, options) if p.suffix == ".tif"]
     partials = [t.with_name(f".{t.name}.partial") for t in targets]
     profile = _tiff_profile(product, height, width)
     colours = {k: (*c, 255) for k, c in enumerate(meta.class_colours)} | {NODATA: (0, 0, 0, 0)}
@@ -535,18 +517,31 @@ def predict_scene(
     out: str | Path,
     options: PredictOptions = PredictOptions(),
     device: str = "cpu",
+    *,
+    kind: str | None = None,
+    nodata: float | None = None,
 ) -> PredictionResult:
-    """``alos2fm predict``: open any product that preparation reads, load the checkpoint,
-    predict and write the map (see :func:`predict_product`)."""
+    """``alos2fm predict``: open any product that preparation reads (``kind`` and
+    ``nodata`` as in prepare), check it is valid backscatter, load the checkpoint, claim
+    the output files (``alos2fm.outputs``), predict and write the map (see
+    :func:`predict_product`)."""
     from alos2fm.data.recipe import Preprocessing
-    from alos2fm.products import open_product
+    from alos2fm.outputs import claim_files
+    from alos2fm.products import open_product, validate_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
     if options.compile or options.fused_attention:
         from alos2fm.train.speed import apply_speed_options
 
         apply_speed_options(model, options.fused_attention, options.compile)
-    product = source = open_product(product_path, bands=meta.bands)
+    # Generic names (a dB raster's DB1) are no polarisations a reader could look up: such a
+    # model opens the product whole and takes its bands by position (``_band_indices``).
+    bands = bands_to_open(meta.bands)
+    product = source = open_product(product_path, kind=kind, bands=bands, nodata=nodata)
+    validate_product(source)
+    out = Path(out)
+    inputs = [Path(product_path), Path(checkpoint)]
+    claim_files(output_paths(out, options), "predict", inputs=inputs, overwrite=options.overwrite)
     if meta.preprocessing is None:
         log.warning(
             "%s does not record the training data's preprocessing: the product is used as "

@@ -11,7 +11,10 @@ the encoder's input size) are upsampled to pixels (bilinear) and concatenated;
 ``linear`` (multinomial logistic regression on standardised features, balanced class
 weights) or ``rf`` (a Random Forest); it is scored on up to ``eval_pixels`` labelled
 pixels of each evaluation split from one confusion matrix (``alos2fm.evaluation.metrics``).
-A random encoder is drawn anew per seed. ``compare_encoders`` adds paired differences
+A random encoder is drawn anew per seed. Each encoder is fed as it was pretrained
+(``alos2fm.contract``): the dataset's bands must be its bands, standardised with its own
+dB statistics from ``encoder.json`` (a random encoder takes the dataset's), and its file
+must initialise every tensor of the encoder. ``compare_encoders`` adds paired differences
 to the first encoder over seeds with a paired t-test.
 """
 
@@ -51,14 +54,38 @@ class ProbeSettings:
 def load_frozen_encoder(source: str | Path, seed: int, architecture: dict[str, Any]) -> Any:
     """An encoder of ``architecture``: random (seeded) for ``source="random"``, else with the
     weights of ``source`` (an ``encoder.safetensors``; see ``encoder_architecture``)."""
+    from alos2fm.contract import check_encoder_load
     from alos2fm.models.backbones import build_encoder
     from alos2fm.models.segmenter import Segmenter, load_encoder_weights
 
     torch.manual_seed(seed)
     encoder = build_encoder(architecture)
     if str(source) != RANDOM:
-        load_encoder_weights(Segmenter(encoder, num_classes=2, decoder_channels=8), source)
+        segmenter = Segmenter(encoder, num_classes=2, decoder_channels=8)
+        check_encoder_load(load_encoder_weights(segmenter, source))
     return encoder.eval().requires_grad_(False)
+
+
+def probe_normalisation(source: str | Path, data: Path) -> Any:
+    """How ``source`` is fed ``data``: the encoder's bands checked against the dataset's and
+    its own statistics (``encoder.json``); a random encoder, or one without statistics,
+    takes the dataset's."""
+    from alos2fm.contract import (
+        check_dataset_bands,
+        encoder_bands,
+        encoder_statistics,
+        read_encoder_meta,
+    )
+    from alos2fm.train.data import Normalisation, dataset_normalisation
+
+    dataset = dataset_normalisation(data)
+    if str(source) == RANDOM:
+        return dataset
+    meta = read_encoder_meta(source)
+    if trained := encoder_bands(meta):
+        check_dataset_bands(trained, dataset.bands, data)
+    own = encoder_statistics(meta)
+    return dataset if own is None else Normalisation(own.bands, own.mean_db, own.std_db)
 
 
 def encoder_architecture(path: str | Path) -> dict[str, Any]:
@@ -88,16 +115,16 @@ def pixel_features(encoder: Any, images: torch.Tensor) -> torch.Tensor:
     return torch.cat(maps, dim=1)
 
 
-def _tiles(image: torch.Tensor, label: torch.Tensor, size: int):
-    """Non-overlapping ``size`` tiles covering a patch (the last ones moved inside)."""
+def _tiles(item: dict[str, torch.Tensor], size: int):
+    """(image, valid, label) of the non-overlapping ``size`` tiles covering a patch (the
+    last ones moved inside)."""
     from alos2fm.data.tiling import tile_origins
 
+    image = item["image"]
     for top in tile_origins(image.shape[-2], size, 0):
         for left in tile_origins(image.shape[-1], size, 0):
-            yield (
-                image[..., top : top + size, left : left + size],
-                label[top : top + size, left : left + size],
-            )
+            rows, cols = slice(top, top + size), slice(left, left + size)
+            yield image[..., rows, cols], item["valid"][rows, cols], item["label"][rows, cols]
 
 
 def labelled_counts(dataset: Any) -> np.ndarray:
@@ -128,13 +155,16 @@ def sample_features(
     features, labels = [], []
     for i in np.flatnonzero(take):
         item = dataset[int(i)]
-        tiles = list(_tiles(item["image"], item["label"], size))
+        tiles = list(_tiles(item, size))
         feats, labs = [], []
         for b in range(0, len(tiles), batch_size):
             chunk = tiles[b : b + batch_size]
-            f = pixel_features(encoder, normalise(torch.stack([t[0] for t in chunk])))
+            images = normalise(
+                torch.stack([t[0] for t in chunk]), torch.stack([t[1] for t in chunk])
+            )
+            f = pixel_features(encoder, images)
             feats.append(f.permute(0, 2, 3, 1).reshape(-1, f.shape[1]))
-            labs.append(torch.stack([t[1] for t in chunk]).reshape(-1))
+            labs.append(torch.stack([t[2] for t in chunk]).reshape(-1))
         feats, labs = torch.cat(feats), torch.cat(labs)
         labelled = torch.nonzero(labs != IGNORE_INDEX).squeeze(1).numpy()
         chosen = rng.choice(labelled, size=min(int(take[i]), len(labelled)), replace=False)
@@ -172,15 +202,14 @@ def run_probe(
     architecture: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per (encoder, seed, split): mIoU, OA and per-class IoU of the probe."""
+    from alos2fm.contract import dataset_class_names
     from alos2fm.data.dataset import PatchDataset
     from alos2fm.data.store import read_stats
     from alos2fm.evaluation.metrics import segmentation_scores
-    from alos2fm.train.data import dataset_normalisation
 
     data = Path(data)
     stats = read_stats(data)
-    names = stats.get("class_names") or [f"class_{i}" for i in range(int(stats["num_classes"]))]
-    normalise = dataset_normalisation(data)
+    names = list(dataset_class_names(stats))
     architecture = architecture or _first_architecture(encoders)
     train = PatchDataset(data, "train", with_labels=True)
     evaluated = {s: PatchDataset(data, s, with_labels=True) for s in settings.splits}
@@ -188,6 +217,7 @@ def run_probe(
     rows = []
     for source in encoders:
         spec = architecture if str(source) == RANDOM else encoder_architecture(source)
+        normalise = probe_normalisation(source, data)
         size = int(spec.get("img_size", 256))
         for seed in range(settings.seeds):
             encoder = load_frozen_encoder(source, seed, spec)
@@ -262,3 +292,44 @@ def _first_architecture(encoders: Sequence[str | Path]) -> dict[str, Any]:
     raise ProbeError(
         "a random encoder alone has no architecture", hint="pass --preset NAME for its model"
     )
+
+
+PROBE_FILES = ("probe.json", "probe.csv")
+
+
+def probe_into(
+    out: Path,
+    data: Path,
+    encoders: Sequence[str],
+    settings: ProbeSettings,
+    architecture: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``alos2fm probe``: claim ``out`` (``alos2fm.outputs``), probe every encoder, write
+    ``probe.json`` (runs, test summary, identity) and ``probe.csv``; returns both."""
+    import pandas as pd
+
+    from alos2fm.atomic import atomic_path
+    from alos2fm.identity import content_digest, dataset_identity
+    from alos2fm.outputs import claim_folder
+
+    files = [Path(e) for e in encoders if e != "random"]
+    identity = {
+        "dataset": dataset_identity(data),
+        "encoders": {str(e): content_digest(Path(e)) if e != "random" else e for e in encoders},
+        "settings": settings.__dict__,
+        "architecture": architecture,
+    }
+    inputs = [data, *files]
+    with claim_folder(
+        out, "probe", outputs=PROBE_FILES, inputs=inputs, overwrite=overwrite, identity=identity
+    ):
+        rows = run_probe(data, list(encoders), settings, architecture)
+        summary = compare_encoders(rows)
+        with atomic_path(out / "probe.json") as tmp:
+            record = {"runs": rows, "test": summary, "identity": identity}
+            tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        table = pd.DataFrame([{k: v for k, v in r.items() if k != "per_class_iou"} for r in rows])
+        with atomic_path(out / "probe.csv") as tmp:
+            table.to_csv(tmp, index=False)
+        return rows, summary

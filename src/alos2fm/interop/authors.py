@@ -81,6 +81,13 @@ def unwrap(content: Any, path: Path) -> dict[str, Tensor]:
     state = content.get("model", content) if isinstance(content, Mapping) else None
     if not isinstance(state, Mapping) or not state:
         raise WeightsError("no state dict in the file (expected a dict or {'model': ...})", path)
+    foreign = [key for key in state if not isinstance(key, str)]
+    if foreign:
+        raise WeightsError(
+            f"the state dict holds a key that is not text: {foreign[0]!r:.60}",
+            path,
+            "not a PyTorch state dict: re-save the weights with text keys",
+        )
     tensors = {key: value for key, value in state.items() if isinstance(value, Tensor)}
     if len(tensors) != len(state):
         other = next(key for key in state if key not in tensors)

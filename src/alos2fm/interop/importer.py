@@ -26,6 +26,7 @@ from alos2fm.atomic import atomic_path
 from alos2fm.interop.authors import Conversion, Format, convert
 from alos2fm.interop.safe_load import load_checkpoint_safely
 from alos2fm.models.segmenter import WeightsError
+from alos2fm.outputs import claim_folder
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ ENCODER_WEIGHTS = "encoder.safetensors"
 ENCODER_META = "encoder.json"
 SEGMENTER_CHECKPOINT = "segmenter.ckpt"
 REPORT = "import_report.txt"
+IMPORT_FILES = (ENCODER_WEIGHTS, ENCODER_META, SEGMENTER_CHECKPOINT, REPORT)
 
 # The paper's standardisation of ALOS-2 HH sigma0 in dB (SPEC.md section 1).
 ALOS2_HH = {"bands": ["HH"], "mean": [-10.4327], "std": [5.8041]}
@@ -245,6 +247,7 @@ def import_weights(
     classes: str | Path | None = None,
     adapt: ChannelAdaptation | None = None,
     statistics: str | None = None,
+    overwrite: bool = False,
 ) -> ImportResult:
     """Convert a released file into ``out``; see the module docstring for what is written.
 
@@ -275,12 +278,20 @@ def import_weights(
             path,
             "check --format",
         )
-    out.mkdir(parents=True, exist_ok=True)
-    if conversion.format == "simmim-upernet":
-        count = conversion.decoder_state["decoder.prog_head.cls_seg.weight"].shape[0]
-        files = _write_segmenter(conversion, out, source, _class_names(classes, count, path))
-    else:
-        files = _write_encoder(conversion, out, source, data)
-    report = f"{path} ({conversion.format}, sha256 {digest})\n{conversion.report()}\n"
-    files.append(_write_atomically(out / REPORT, lambda p: p.write_text(report)))
-    return ImportResult(conversion.format, tuple(files), report)
+    with claim_folder(
+        out,
+        "import-weights",
+        outputs=IMPORT_FILES,
+        inputs=[path, Path(classes) if classes and Path(classes).is_file() else None],
+        overwrite=overwrite,
+        identity={"source": source["source"], "adaptation": adapt, "statistics": statistics},
+    ):
+        if conversion.format == "simmim-upernet":
+            count = conversion.decoder_state["decoder.prog_head.cls_seg.weight"].shape[0]
+            names = _class_names(classes, count, path)
+            files = _write_segmenter(conversion, out, source, names)
+        else:
+            files = _write_encoder(conversion, out, source, data)
+        report = f"{path} ({conversion.format}, sha256 {digest})\n{conversion.report()}\n"
+        files.append(_write_atomically(out / REPORT, lambda p: p.write_text(report)))
+        return ImportResult(conversion.format, tuple(files), report)

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from alos2fm.contract import refused_unpickling
 from alos2fm.errors import Alos2fmError
 
 
@@ -56,15 +57,12 @@ def load_checkpoint_safely(path: str | Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        # torch's message is a page long; its "WeightsUnpickler error:" line names the class.
-        lines = [line for line in str(err).splitlines() if "WeightsUnpickler error:" in line]
-        detail = lines[0].split("error:", 1)[1] if lines else str(err).splitlines()[0]
-        detail = detail.split(" Please use")[0].strip()
         raise CheckpointReadError(
-            f"refused to unpickle: {detail}",
+            refused_unpickling(err),
             path,
             "only tensors and the authors' config objects are read; re-save the weights as "
             "a plain state dict or safetensors",
         ) from None
     except (RuntimeError, EOFError, OSError) as err:
-        raise CheckpointReadError(f"not a readable PyTorch checkpoint: {err}", path) from None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise CheckpointReadError(f"not a readable PyTorch checkpoint: {first}", path) from None

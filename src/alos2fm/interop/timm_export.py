@@ -47,6 +47,8 @@ TIMM_WEIGHTS = "model.safetensors"
 APE_WEIGHTS = "absolute_pos_embed.safetensors"
 APE_KEY = "patch_embed.absolute_pos_embed"
 CARD = "README.md"
+# Everything export_encoder_folder may write.
+ENCODER_FOLDER_FILES = (TIMM_CONFIG, TIMM_WEIGHTS, APE_WEIGHTS, CARD)
 # Where the card's code reads the folder from: a user replaces it with the folder's path.
 CARD_FOLDER = "path/to/this/folder"
 INPUT_UNITS = (
@@ -248,9 +250,9 @@ def model_card(layout: TimmLayout, facts: CardFacts) -> str:
         "## Data",
         "",
     ]
-    dataset = (
-        f"`{facts.dataset['name']}` ({facts.dataset['path']})" if facts.dataset else "not recorded"
-    )
+    # The dataset's folder name only: the card goes to the Hub, the local path stays here.
+    named = facts.dataset and (facts.dataset.get("name") or Path(facts.dataset["path"]).name)
+    dataset = f"`{named}`" if named else "not recorded"
     rows = [("dataset", dataset), ("bands", ", ".join(facts.bands))]
     if facts.source:
         rows.append(
@@ -397,8 +399,9 @@ def _test_metrics(checkpoint: Path) -> tuple[dict[str, Any] | None, str]:
         scores = json.loads(path.read_text())
         scored = Path(str(scores.get("checkpoint", ""))).name
         if scored != checkpoint.name:  # the scores of another checkpoint of the run
-            return None, f"`{path}` scores {scored}, not this checkpoint: not reported"
-        return scores, f"Test split, from `{path}`:"
+            note = f"the run's `test/metrics.json` scores {scored}, not this checkpoint"
+            return None, f"{note}: not reported"
+        return scores, "Test split, from the run's `test/metrics.json`:"
     return None, "no test metrics.json next to the run"
 
 

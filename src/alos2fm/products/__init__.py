@@ -18,6 +18,11 @@ Every reader implements :class:`~alos2fm.products.base.Product`: a grid and
 ALOS-2 products and mosaic tiles come one file per polarisation
 (``IMG-HH-…``/``IMG-HV-…``, ``_sl_HH_``/``_sl_HV_``); ``open_product(path, bands=[…])``
 reads the sibling files of ``path`` as one multi-band scene.
+
+``open_product(path, nodata=VALUE)`` (``--nodata``) declares a fill value of a dB or
+linear-power raster that its file does not tag; :func:`validate_product` (from
+``alos2fm.products.validation``) reads every pixel and refuses fill values, infinities
+and values outside the physical range that nothing declared.
 """
 
 from __future__ import annotations
@@ -29,11 +34,22 @@ from typing import Any, Literal
 from alos2fm.errors import ProductError
 from alos2fm.products.base import Product, RasterGrid, Window
 from alos2fm.products.naming import is_mosaic_name, is_product_name, parse_product_name
+from alos2fm.products.validation import BackscatterCheck, check_backscatter, validate_product
 
 ProductKind = Literal["ceos", "dn", "mosaic", "t3", "db", "power"]
 KINDS: tuple[str, ...] = ("ceos", "dn", "mosaic", "t3", "db", "power")
 
-__all__ = ["KINDS", "Product", "RasterGrid", "Window", "describe_product", "open_product"]
+__all__ = [
+    "KINDS",
+    "BackscatterCheck",
+    "Product",
+    "RasterGrid",
+    "Window",
+    "check_backscatter",
+    "describe_product",
+    "open_product",
+    "validate_product",
+]
 
 
 # The reader option that takes the bands to read, for readers that can choose them: one
@@ -51,6 +67,7 @@ def open_product(
     *,
     kind: ProductKind | None = None,
     bands: Sequence[str] | None = None,
+    nodata: float | None = None,
     **options: Any,
 ) -> Product:
     """Open a product for reading calibrated dB; ``options`` go to the reader.
@@ -63,12 +80,25 @@ def open_product(
     their bands in one file are opened whole, and choosing among their bands is left to
     ``processing.process`` (or the caller). Raises ``ProductError`` naming the file when
     nothing fits.
+
+    ``nodata``: a value (in the file's unit: dB, or linear power) that marks no data in a
+    ``db``/``power`` raster besides its own nodata tag; it reads as NaN. Other products
+    mark no data in their format (DN 0, mosaic mask), and refuse it.
     """
     path = Path(path)
     if not path.exists():
         raise ProductError("no such file or folder", path)
     explicit = kind is not None
     kind = kind or detect_kind(path)
+    if nodata is not None:
+        if kind not in ("db", "power"):
+            raise ProductError(
+                f"--nodata applies to dB or linear-power rasters, not to a {kind} product "
+                "(its format marks no data itself)",
+                path,
+                "leave --nodata out, or give --kind db / --kind power if the file is one",
+            )
+        options["nodata"] = nodata
     if bands is not None and kind in _BANDS_OPTION:
         name = _BANDS_OPTION[kind]
         if name in options:
@@ -96,7 +126,9 @@ def open_product(
         # Detected rasters must look like dB; a kind the caller names is taken on trust.
         options.setdefault("check", not explicit)
         return DbRasterProduct(path, kind=kind, **options)
-    raise ProductError(f"unknown product kind {kind!r}", path, f"use one of {', '.join(KINDS)}")
+    raise ProductError(
+        f"unknown product kind {kind!r}", path, f"use --kind with one of {', '.join(KINDS)}"
+    )
 
 
 def detect_kind(path: Path) -> ProductKind:
@@ -137,4 +169,6 @@ def describe_product(path: str | Path, **options: Any) -> dict[str, Any]:
     kind = options.get("kind") or detect_kind(path)
     if kind == "ceos":
         options.setdefault("headers_only", True)
+    if kind == "dn" and not is_product_name(path) and not options.get("bands"):
+        options.setdefault("polarisation", "unknown")  # a renamed file: describe it anyway
     return open_product(path, **options).describe()

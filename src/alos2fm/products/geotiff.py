@@ -6,7 +6,8 @@
   gamma0 [dB] = 10·log10(DN²) − 83, with the tile's ``_mask_`` layer applied: no data (0),
   layover (100) and shadow (150) become NaN; water (50) and land (255) are kept.
 * ``DbRasterProduct``: any GeoTIFF already calibrated (other sensors, one or more bands),
-  in dB or, with ``kind="power"``, in linear power; nodata from the file's metadata.
+  in dB or, with ``kind="power"``, in linear power; nodata from the file's metadata and
+  from ``nodata=`` (``--nodata``). ``alos2fm.products.validation`` checks its raw values.
 
 Every read is a rasterio window: memory follows the window, never the scene. Datasets
 are opened lazily once per process and reopened after a fork, so a product object can
@@ -154,15 +155,17 @@ class DnGeoTiffProduct:
         try:
             self.name = parse_product_name(self.path)
         except ProductError:
-            if polarisation is None:
-                raise
             self.name = None
-        own = polarisation or self.name.polarisation
+        if polarisation is None and polarisations is not None and len(polarisations) == 1:
+            polarisation = polarisations[0]  # an unnamed file read as the one band asked for
+        own = polarisation or (self.name.polarisation if self.name else None)
         if own is None:
             raise ProductError(
-                "the file name does not say the polarisation",
+                "the file name does not say the polarisation"
+                + ("" if self.name else " (not a JAXA name IMG-HH-ALOS2…)"),
                 self.path,
-                "pass polarisation='HH' (or the right one)",
+                "give it with --bands HH (or the right one; polarisation= in Python), "
+                "or restore the JAXA file name",
             )
         self.bands = tuple(polarisations or (own,))
         self.paths = [self._polarisation_path(pol, own) for pol in self.bands]
@@ -175,7 +178,8 @@ class DnGeoTiffProduct:
                 raise ProductError(
                     f"{src.count} band(s) of {src.dtypes[0]}, expected 1 band of uint16 DN",
                     p,
-                    "not an ALOS-2 DN product; use kind='db' for calibrated rasters",
+                    "not an ALOS-2 DN product; use --kind db (or --kind power) for "
+                    "calibrated rasters",
                 )
         self.grid = _check_same_grid(self.paths, self._rasters)
 
@@ -301,39 +305,66 @@ class DbRasterProduct:
 
     All bands are read; names come from the band descriptions when every band has a
     distinct one (e.g. ``VV``, ``VH``), else ``DB1``, ``DB2``, … The nodata value of each
-    band and NaN mark no data. With ``check`` a decimated sample must look like ``kind``:
-    a DN product, an RGB image or linear power handed as dB is refused.
+    band, ``nodata`` (a value the user declares, in the file's unit, for every band) and
+    NaN mark no data. With ``check`` a decimated sample must look like ``kind``: a DN
+    product, an RGB image or linear power handed as dB is refused. Fill values too rare
+    for a sample are found by ``alos2fm.products.validation`` on ``read_raw``.
     """
 
     quantity = "db"
     date = None
 
     def __init__(
-        self, path: str | Path, *, kind: Literal["db", "power"] = "db", check: bool = True
+        self,
+        path: str | Path,
+        *,
+        kind: Literal["db", "power"] = "db",
+        check: bool = True,
+        nodata: float | None = None,
     ):
         if kind not in ("db", "power"):
-            raise ProductError(f"unknown raster kind {kind!r}", path, "use 'db' or 'power'")
+            raise ProductError(f"unknown raster kind {kind!r}", path, "use --kind db or power")
         self.path = Path(path)
         self.kind = kind
         self._rasters = _Rasters(("GTiff",))
         src = self._rasters[self.path]
         self.grid = _grid(src)
         self.nodata = tuple(src.nodatavals)
+        self.user_nodata = None if nodata is None else float(nodata)
         names = tuple(d.strip() if d else "" for d in src.descriptions)
         distinct = all(names) and len(set(names)) == len(names)
         self.bands = names if distinct else tuple(f"DB{i + 1}" for i in range(src.count))
         if check:
-            _check_calibrated(src, self.path, kind)
+            _check_calibrated(src, self.path, kind, self.user_nodata)
+
+    @property
+    def raw_unit(self) -> str:
+        """The unit of ``read_raw``: ``"dB"`` or ``"linear power"``."""
+        return "linear power" if self.kind == "power" else "dB"
+
+    def declare_nodata(self, nodata: float | None) -> None:
+        """Mask ``nodata`` (in the file's unit) from now on, as ``nodata=`` does."""
+        self.user_nodata = None if nodata is None else float(nodata)
+
+    def read_raw(self, window: Window) -> np.ndarray:
+        """float32 (bands, height, width) as stored (dB or linear power); NaN at the
+        file's nodata, at ``nodata=`` and where the file has NaN."""
+        from alos2fm.products.validation import nodata_mask
+
+        out = np.empty((len(self.bands), window.height, window.width), np.float32)
+        for i, nodata in enumerate(self.nodata):
+            values = self._rasters.read(self.path, window, band=i + 1)
+            out[i] = values  # float32 as every reader returns (float64 files are rounded)
+            for declared in (nodata, self.user_nodata):
+                if declared is not None:
+                    # Compared in the file's own dtype: a float64 fill stays exact.
+                    out[i][nodata_mask(values, declared)] = np.nan
+        return out
 
     def read_db(self, window: Window) -> np.ndarray:
         """float32 (bands, height, width) in dB; NaN at nodata and where the file has NaN."""
-        out = np.empty((len(self.bands), window.height, window.width), np.float32)
-        for i, nodata in enumerate(self.nodata):
-            values = self._rasters.read(self.path, window, band=i + 1).astype(np.float32)
-            if nodata is not None and not np.isnan(nodata):
-                values[values == np.float32(nodata)] = np.nan
-            out[i] = power_to_db(values) if self.kind == "power" else values
-        return out
+        values = self.read_raw(window)
+        return power_to_db(values) if self.kind == "power" else values
 
     def close(self) -> None:
         """Release the open files (reading again reopens them)."""
@@ -348,25 +379,30 @@ class DbRasterProduct:
             "bands": list(self.bands),
             **_describe_grid(self.grid, src),
             "no data": [None if v is None else float(v) for v in self.nodata],
+            **({} if self.user_nodata is None else {"no data (--nodata)": self.user_nodata}),
             "quantity": "backscatter (dB)" if self.kind == "db" else "linear power -> dB",
         }
 
 
-def _check_calibrated(src: Any, path: Path, kind: str) -> None:
+def _check_calibrated(src: Any, path: Path, kind: str, nodata: float | None = None) -> None:
     """Refuse rasters whose values cannot be ``kind`` (dB or linear power).
 
     Looks at a decimated sample (at most 256 x 256 per band, read through overviews or
-    nearest-neighbour decimation, so memory stays small).
+    nearest-neighbour decimation, so memory stays small). Rare fill values escape a
+    sample: ``alos2fm.products.validation`` reads every pixel.
     """
+    from alos2fm.products.validation import nodata_mask
+
     if not np.issubdtype(np.dtype(src.dtypes[0]), np.floating):
         raise ProductError(
             f"{src.dtypes[0]} pixels: not calibrated backscatter",
             path,
-            "ALOS-2 DN files must keep their JAXA name (IMG-HH-ALOS2…tif); pass kind='dn' "
-            "for an unnamed DN product",
+            "ALOS-2 DN files must keep their JAXA name (IMG-HH-ALOS2…tif); use --kind dn "
+            "(with --bands HH or the file's polarisation) for an unnamed DN product",
         )
     shape = (src.count, min(src.height, 256), min(src.width, 256))
     sample = src.read(out_shape=shape, masked=True).astype(np.float64).filled(np.nan)
+    sample[nodata_mask(sample, nodata)] = np.nan
     values = sample[np.isfinite(sample)]
     if values.size == 0:
         raise ProductError("no valid pixels in a sample of the raster", path, "all no data?")
@@ -376,18 +412,18 @@ def _check_calibrated(src: Any, path: Path, kind: str) -> None:
             raise ProductError(
                 f"negative values ({low:.3g}): not linear power",
                 path,
-                "pass kind='db' if it is in dB",
+                "use --kind db if it is in dB",
             )
         return
     if low >= 0 and high <= 10:
         raise ProductError(
             f"values in [{low:.3g}, {high:.3g}] look like linear power, not dB",
             path,
-            "pass kind='power' to convert, or kind='db' to read as is",
+            "use --kind power to convert it to dB, or --kind db to read it as is",
         )
     if low < _DB_RANGE[0] or high > _DB_RANGE[1]:
         raise ProductError(
             f"values in [{low:.3g}, {high:.3g}] (1st-99th percentile) are not backscatter in dB",
             path,
-            "pass kind='db' to read it anyway",
+            "use --kind db to read it anyway",
         )

@@ -34,6 +34,10 @@ every training batch from (seed, epoch, batch index, rank), which covers masks, 
 and drop path. A resumed run therefore draws the same numbers as an uninterrupted one,
 also from a checkpoint taken mid-epoch (the training loader's position is checkpointed:
 see ``alos2fm.train.checkpointing``, which also handles preemption signals).
+
+A training loss that is NaN or infinite stops the run (:class:`NonFiniteLoss`) before
+its backward pass, with an ``Alos2fmError`` (one line, exit 2 in the CLI): a run that
+trained on NaN would otherwise finish, exit 0 and report meaningless scores.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from alos2fm.errors import Alos2fmError
 from alos2fm.train.checkpointing import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -81,6 +86,36 @@ class StepSeeder(Callback):
         random.seed(value)
         np.random.seed(value % 2**32)
         torch.manual_seed(value)
+
+
+class NonFiniteLoss(Callback):
+    """Stop training with an ``Alos2fmError`` when the training loss is NaN or infinite.
+
+    Checked before the backward pass, so the weights (and the checkpoints written from
+    them) never take a NaN gradient step. Under DDP the decision is shared (any rank's bad
+    loss stops all ranks together, none waits forever in a collective).
+    """
+
+    def __init__(self, run_dir: str | Path | None = None):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        bad = not bool(torch.isfinite(loss.detach()).all())
+        if trainer.world_size > 1:
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        value = float(loss.detach().float().flatten()[0]) if loss.numel() else float("nan")
+        raise Alos2fmError(
+            f"training stopped: the loss is {value} at step {trainer.global_step} "
+            f"(epoch {trainer.current_epoch})",
+            self.run_dir,
+            "the patches or stats.json hold values that are not backscatter (check the "
+            "products with --nodata), or training diverged (lower the learning rate, use "
+            "--precision 32)",
+        )
 
 
 def seed_run(seed: int) -> None:
@@ -157,6 +192,7 @@ def build_trainer(
         ),
         RestoreLoaderPosition(),
         SpeedOptions(cfg.fused_attention, cfg.compile),
+        NonFiniteLoss(run_dir),
         *callbacks,
     ]
     if monitor is not None:

@@ -27,12 +27,14 @@ from alos2fm.data.recipe import Preprocessing
 from alos2fm.data.store import IGNORE_INDEX
 from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
+from alos2fm.outputs import claim_folder
 from alos2fm.train.augment import augment
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
 from alos2fm.train.engine import CHECKPOINTS, build_trainer, quiet_third_party, seed_run
 from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
-from alos2fm.train.pretrain import check_data_fits_model, prepare_run_folder
+from alos2fm.train.pretrain import check_data_fits_model
+from alos2fm.train.run_folder import claim_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -228,11 +230,29 @@ def run_finetune(
     out: Path,
     encoder: Path | None = None,
     resume: bool = False,
+    *,
+    allow_partial_encoder: bool = False,
 ) -> Path:
     """Fine-tune on ``data``, then score the test split with the best checkpoint.
 
-    Returns the path of ``best.ckpt``; ``RUN/test/`` holds metrics.json and figures.
+    Returns the path of ``best.ckpt``; ``RUN/test/`` holds metrics.json and figures. An
+    ``encoder`` file that leaves any encoder tensor at random initialisation (or holds
+    tensors the model does not use) is refused unless ``allow_partial_encoder``.
     """
+    folder, last = claim_run_folder(out, "finetune", cfg, data, resume, encoder)
+    with folder:
+        return _finetune(cfg, data, out, encoder, last, allow_partial_encoder)
+
+
+def _finetune(
+    cfg: FinetuneConfig,
+    data: Path,
+    out: Path,
+    encoder: Path | None,
+    last: Path | None,
+    allow_partial_encoder: bool,
+) -> Path:
+    from alos2fm.contract import check_encoder_load
     from alos2fm.models.segmenter import load_encoder_weights
     from alos2fm.train.pretrained import (
         check_encoder_fits,
@@ -240,10 +260,10 @@ def run_finetune(
         read_encoder_meta,
     )
 
-    last = prepare_run_folder(out, resume)
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
-    save_config(cfg, out / "config.yaml")
+    if last is None:  # a resumed run keeps the config it was started with
+        save_config(cfg, out / "config.yaml")
     seed_run(cfg.seed)
     meta = read_encoder_meta(encoder) if encoder is not None else None
     if meta is not None:
@@ -255,6 +275,7 @@ def run_finetune(
     if encoder is not None and last is None:
         report = load_encoder_weights(module.segmenter, encoder)
         (out / "encoder_load.txt").write_text(report.summary() + "\n")
+        check_encoder_load(report, allow_partial_encoder)
     trainer = build_trainer(
         cfg.trainer,
         out,
@@ -283,19 +304,35 @@ def _plot_training_curves(run: Path) -> None:
         plot_loss_curves(metrics, out, title=f"fine-tuning: {run.name}")
 
 
-def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:
+# What write_test_report writes.
+EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "per_class_iou.png")
+
+
+def run_evaluate(
+    checkpoint: Path, data: Path, split: str, out: Path, overwrite: bool = False
+) -> Path:
     """Score a fine-tuned checkpoint on ``split`` of ``data``: metrics.json and figures in
     ``out``. Runs on the checkpoint's hardware settings (``--set``-free: one process by
-    default on CPU; under torchrun/SLURM Lightning joins the processes)."""
-    module = FinetuneModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    default on CPU; under torchrun/SLURM Lightning joins the processes).
+
+    The checkpoint must fit the dataset (``alos2fm.contract``): same bands in order, same
+    class table, same preprocessing."""
+    from alos2fm.contract import (
+        check_classes,
+        check_dataset_bands,
+        check_preprocessing,
+        dataset_class_names,
+        open_checkpoint,
+    )
+
+    content = open_checkpoint(checkpoint)
+    module = FinetuneModule(**content["hyper_parameters"])
+    module.load_state_dict(content["state_dict"])
     cfg = module.cfg
     dm = PatchDataModule(data, cfg.data, cfg.seed, splits=(split,), test_split=split)
-    if dm.normalisation.bands != module.normalise.bands:
-        raise DataError(
-            f"dataset bands {list(dm.normalisation.bands)} differ from the checkpoint's "
-            f"{list(module.normalise.bands)}",
-            data,
-        )
+    check_dataset_bands(module.normalise.bands, dm.normalisation.bands, data)
+    check_classes(module.hparams.classes["names"], dataset_class_names(dm.stats), data)
+    check_preprocessing(module.hparams.data.get("preprocessing"), data, checkpoint)
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     quiet_third_party()
     trainer = L.Trainer(
@@ -306,7 +343,10 @@ def run_evaluate(checkpoint: Path, data: Path, split: str, out: Path) -> Path:
         use_distributed_sampler=False,
         enable_model_summary=False,
     )
-    # The model normalises with its own stored statistics, not the new dataset's.
-    module.test_report = (out, checkpoint)
-    trainer.test(module, datamodule=dm)
-    return out / "metrics.json"
+    with claim_folder(
+        out, "evaluate", outputs=EVALUATION_FILES, inputs=[checkpoint, data], overwrite=overwrite
+    ):
+        # The model normalises with its own stored statistics, not the new dataset's.
+        module.test_report = (out, checkpoint)
+        trainer.test(module, datamodule=dm)
+        return out / "metrics.json"

@@ -38,7 +38,12 @@ def _zero_loss(logits: torch.Tensor) -> torch.Tensor:
 
 
 class CrossEntropyLoss(nn.Module):
-    """Cross-entropy averaged over valid pixels (weighted mean when class weights are given)."""
+    """Cross-entropy averaged over valid pixels (weighted mean when class weights are given).
+
+    The weighted mean is ``sum(w[y] * l) / sum(w[y])``; a batch whose valid pixels all
+    have weight 0 (classes absent from the train split get weight 0) gives 0 with a zero
+    gradient, where PyTorch's own mean would be 0/0 = NaN.
+    """
 
     def __init__(
         self,
@@ -50,11 +55,24 @@ class CrossEntropyLoss(nn.Module):
         self.register_buffer("class_weights", _as_weights(class_weights))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        if not (target != self.ignore_index).any():
+        target = target.long()
+        valid = target != self.ignore_index
+        if not valid.any():
             return _zero_loss(logits)  # PyTorch's own would be 0/0 = NaN
-        return F.cross_entropy(
-            logits.float(), target.long(), weight=self.class_weights, ignore_index=self.ignore_index
+        if self.class_weights is None:
+            return F.cross_entropy(logits.float(), target, ignore_index=self.ignore_index)
+        total = F.cross_entropy(
+            logits.float(),
+            target,
+            weight=self.class_weights,
+            ignore_index=self.ignore_index,
+            reduction="sum",
         )
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
+        weight = (self.class_weights[safe_target] * valid).sum()
+        # Weight 0 for every valid pixel: the sum is 0 too (and so is its gradient); dividing
+        # by 1 keeps it 0 without a host sync, where PyTorch's mean gives 0/0 = NaN.
+        return total / torch.where(weight > 0, weight, torch.ones_like(weight))
 
 
 class FocalLoss(nn.Module):

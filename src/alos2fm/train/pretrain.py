@@ -28,14 +28,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
 
 from alos2fm.atomic import atomic_path
-from alos2fm.errors import Alos2fmError
 from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
 from alos2fm.train.augment import augment, sample_windows
 from alos2fm.train.config import PretrainConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
-from alos2fm.train.engine import build_trainer, last_checkpoint, seed_run
+from alos2fm.train.engine import build_trainer, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
+from alos2fm.train.run_folder import RunFolderError, claim_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -206,27 +206,6 @@ def export_encoder(
 # --- entry point -------------------------------------------------------------------------
 
 
-class RunFolderError(Alos2fmError):
-    """A run folder that does not fit the request (existing run without --resume, ...)."""
-
-
-def prepare_run_folder(out: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from, or None for a new run; refuses to mix runs."""
-    last = last_checkpoint(out)
-    if resume and last is None:
-        raise RunFolderError(
-            "nothing to resume (no checkpoints/last.ckpt)", out, "drop --resume to start a new run"
-        )
-    if not resume and last is not None:
-        raise RunFolderError(
-            "this run folder already holds a run",
-            out,
-            "add --resume to continue it, or choose another --out",
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    return last
-
-
 def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> None:
     """The encoder's channels must match the dataset's bands, and its input fit in a patch:
     larger patches give a random window every step (and are evaluated tile by tile)."""
@@ -245,10 +224,16 @@ def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> 
 
 def run_pretrain(cfg: PretrainConfig, data: Path, out: Path, resume: bool = False) -> Path:
     """Pretrain on the training split of the patch store ``data``; returns the encoder path."""
-    last = prepare_run_folder(out, resume)
+    folder, last = claim_run_folder(out, "pretrain", cfg, data, resume)
+    with folder:
+        return _pretrain(cfg, data, out, last)
+
+
+def _pretrain(cfg: PretrainConfig, data: Path, out: Path, last: Path | None) -> Path:
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=False, splits=("train",))
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
-    save_config(cfg, out / "config.yaml")
+    if last is None:  # a resumed run keeps the config it was started with
+        save_config(cfg, out / "config.yaml")
     seed_run(cfg.seed)
     module = PretrainModule(cfg, dm.normalisation)
     trainer = build_trainer(

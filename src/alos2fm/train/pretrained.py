@@ -6,40 +6,31 @@ encoder was trained with. Fine-tuning must feed it the same bands in the same or
 HH encoder on HV, or VH/VV swapped, would load and train without a word), standardised
 as in pretraining (``data.normalisation=encoder``, the default), and build the encoder
 with the same shifted-window and APE kinds, which change the function without changing
-a single weight name.
+a single weight name. What ``encoder.json`` holds is read through ``alos2fm.contract``,
+which evaluation and probes share.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from alos2fm.contract import encoder_bands, encoder_statistics, read_encoder_meta
 from alos2fm.errors import DataError
 from alos2fm.train.config import FinetuneConfig
 from alos2fm.train.data import Normalisation
 
-ENCODER_META = "encoder.json"
+__all__ = ["check_encoder_fits", "finetune_normalisation", "read_encoder_meta"]
+
 # Encoder settings that change what the weights compute but not their names or shapes.
 _FUNCTION_KEYS = ("shift", "ape")
-
-
-def read_encoder_meta(weights: Path) -> dict[str, Any] | None:
-    """``encoder.json`` beside ``weights``, or None (weights from elsewhere)."""
-    path = Path(weights).with_name(ENCODER_META)
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(f"cannot read the encoder's metadata: {err}", path) from None
 
 
 def check_encoder_fits(
     meta: dict[str, Any], cfg: FinetuneConfig, bands: tuple[str, ...], path: Path
 ):
     """The dataset's bands and the fine-tuning encoder's kind must be the pretrained one's."""
-    trained = tuple(meta.get("data", {}).get("bands", ()))
+    trained = encoder_bands(meta)
     if trained and trained != bands:
         raise DataError(
             f"the encoder was pretrained on bands {list(trained)}, the dataset has {list(bands)}",
@@ -64,7 +55,7 @@ def finetune_normalisation(
 ) -> Normalisation:
     """``encoder``: the pretrained encoder's statistics when it has them, else the dataset's
     (``dataset`` already holds what ``stats`` or ``paper`` ask for)."""
-    data = (meta or {}).get("data", {})
-    if cfg.data.normalisation != "encoder" or "mean" not in data:
+    own = encoder_statistics(meta)
+    if cfg.data.normalisation != "encoder" or own is None:
         return dataset
-    return Normalisation(tuple(data["bands"]), tuple(data["mean"]), tuple(data["std"]))
+    return Normalisation(own.bands, own.mean_db, own.std_db)

@@ -35,7 +35,7 @@ import shutil
 from pathlib import Path
 
 from alos2fm.data import store
-from alos2fm.data.prepare.assembly import PrepareResult, assemble
+from alos2fm.data.prepare.assembly import CLASS_PIXELS, PrepareResult, assemble
 from alos2fm.data.prepare.config import PrepareConfig, prepare_config
 from alos2fm.data.prepare.execution import run_tasks
 from alos2fm.data.prepare.inputs import check_inputs, split_map_table
@@ -54,6 +54,7 @@ OUTPUTS = {
     store.STATS,
     "class_distribution.csv",
     "class_distribution.png",
+    CLASS_PIXELS,
     "config.yaml",
 }
 

@@ -11,16 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
 from alos2fm.data import store
-from alos2fm.data.prepare.config import PrepareConfig, progress_disabled
+from alos2fm.data.prepare.config import SPLIT_NAMES, PrepareConfig, progress_disabled
 from alos2fm.data.prepare.execution import execute
 from alos2fm.data.prepare.inputs import Scene
 from alos2fm.data.prepare.tasks import CANDIDATES, TaskResult
 from alos2fm.data.split import BUFFER, split_patches
 from alos2fm.errors import DataError
+
+CLASS_PIXELS = "class_pixels.csv"
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,16 @@ class PrepareResult:
     splits: dict[str, int]
     candidates: int
     resumed_tasks: int
+    # Labelled pixels per class (rows, by name) and split (columns); None without labels.
+    class_pixels: pd.DataFrame | None = None
+
+    def empty_classes(self) -> list[tuple[str, str]]:
+        """(class, split) pairs without a single pixel: a class the model cannot learn
+        (train) or a score that cannot be measured (val, test)."""
+        if self.class_pixels is None:
+            return []
+        table = self.class_pixels
+        return [(c, s) for s in table.columns for c in table.index if table.at[c, s] == 0]
 
 
 def assemble(
@@ -92,6 +105,10 @@ def assemble(
     (partial / "config.yaml").write_text(
         yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     )
+    class_pixels = None
+    if num_classes:
+        class_pixels = class_pixel_table(chosen, [names[i] for i in range(num_classes)])
+        class_pixels.to_csv(partial / CLASS_PIXELS, index_label="class")
     index = chosen.drop(
         columns=["staged_at", "staging", "band_count", "band_sum", "band_sumsq", "class_counts"]
     )
@@ -103,7 +120,18 @@ def assemble(
         splits=splits,
         candidates=len(candidates),
         resumed_tasks=sum(r.resumed for r in results),
+        class_pixels=class_pixels,
     )
+
+
+def class_pixel_table(chosen: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """Labelled pixels of each class in each split, summed from the patches' counts."""
+    table = pd.DataFrame(0, index=list(names), columns=list(SPLIT_NAMES), dtype="int64")
+    for split, patches in chosen.groupby("split"):
+        if split in table.columns and len(patches):
+            counts = np.sum(np.stack(patches["class_counts"].map(np.asarray).to_list()), axis=0)
+            table[split] = counts[: len(names)]
+    return table
 
 
 def _gather_candidates(results: Sequence[TaskResult]) -> pd.DataFrame:
@@ -118,7 +146,7 @@ def _gather_candidates(results: Sequence[TaskResult]) -> pd.DataFrame:
 def _class_table(cfg: PrepareConfig) -> tuple[dict[int, str], dict[int, Any], int]:
     from alos2fm.data.classes import load_class_table
 
-    table = load_class_table(cfg.classes)
+    table = load_class_table(cfg.class_table)
     return table.names, table.colors, table.num_classes
 
 

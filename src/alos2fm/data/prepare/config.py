@@ -31,7 +31,11 @@ class PrepareConfig(BaseModel):
     labels: list[Path] = Field(
         default_factory=list, validation_alias=AliasChoices("labels", "landcover")
     )
-    classes: str = Field(DEFAULT_CLASSES, validation_alias=AliasChoices("classes", "remap"))
+    # None: the default table (HRLULC), used only where the labels plausibly are HRLULC.
+    classes: str | None = Field(None, validation_alias=AliasChoices("classes", "remap"))
+    # The label files' own nodata tag ("file"), none ("none": the tag is wrong, the value
+    # is read through the class table) or another value that marks no data.
+    label_nodata: float | Literal["file", "none"] = "file"
     labels_grid: Literal["map", "pixel"] = "map"
     label_field: str | None = None
     unknown_values: Literal["error", "ignore"] = "error"
@@ -39,6 +43,11 @@ class PrepareConfig(BaseModel):
     patch_size: int = Field(256, gt=0)
     stride: int = Field(256, gt=0)
     max_nodata: float = Field(0.1, ge=0.0, le=1.0)
+    # How products are read: a reader instead of detection (e.g. "power" for a linear σ0
+    # GeoTIFF, "dn" for a renamed DN product) and a value that marks no data in a dB or
+    # power raster whose file does not tag it (e.g. -9999).
+    kind: Literal["ceos", "dn", "mosaic", "t3", "db", "power"] | None = None
+    nodata: float | None = None
     # Pre-processing of every product, window by window (None / (1, 1) = as read).
     bands: list[str] | None = None
     multilook: tuple[int, int] = (1, 1)
@@ -63,6 +72,16 @@ class PrepareConfig(BaseModel):
     progress: bool = True
     # Write into a non-empty folder that is not an alos2fm dataset (its files are kept).
     overwrite: bool = False
+
+    @property
+    def class_table(self) -> str:
+        """The class table's name or file (the default one when none was chosen)."""
+        return self.classes or DEFAULT_CLASSES
+
+    @property
+    def label_nodata_option(self) -> float | str | None:
+        """``label_nodata`` as the label readers take it (None: the tag is ignored)."""
+        return None if self.label_nodata == "none" else self.label_nodata
 
 
 def prepare_config(

@@ -27,12 +27,13 @@ class Scene:
 
 
 def open_scene(path: Path, cfg: PrepareConfig) -> Any:
-    """The product as prepare cuts it: chosen bands, multilooked, speckle-filtered."""
+    """The product as prepare cuts it: read as ``kind`` (None: detected) with ``nodata``
+    masked, chosen bands, multilooked, speckle-filtered."""
     from alos2fm.products import open_product
     from alos2fm.products.processing import process
 
     return process(
-        open_product(path, bands=cfg.bands),
+        open_product(path, kind=cfg.kind, bands=cfg.bands, nodata=cfg.nodata),
         bands=cfg.bands,
         looks=cfg.multilook,
         speckle=cfg.speckle,
@@ -42,13 +43,18 @@ def open_scene(path: Path, cfg: PrepareConfig) -> Any:
 
 def check_inputs(cfg: PrepareConfig) -> list[Scene]:
     """Open every product (and its labels and split map) before any output is written."""
-    sources = _label_sources(cfg, cfg.labels, cfg.classes)
-    split_maps = _label_sources(cfg, cfg.split_map, split_map_table())
+    from alos2fm.products import validate_product
+
+    given = cfg.classes is not None
+    nodata = cfg.label_nodata_option
+    sources = _label_sources(cfg, cfg.labels, cfg.class_table, given, nodata)
+    split_maps = _label_sources(cfg, cfg.split_map, split_map_table(), table_given=True)
     if cfg.split_map and not cfg.labels:
         raise DataError("a split map needs labels", cfg.split_map[0], hint="pass --labels")
     scenes: list[Scene] = []
     for path, labels, splits in zip(cfg.products, sources, split_maps, strict=True):
         product = open_scene(path, cfg)
+        validate_product(product)  # fill values, non-finite, outside physical dB: refused
         for source in (labels, splits):
             if source is not None:
                 source.check_scene(product, path)
@@ -84,14 +90,27 @@ def check_inputs(cfg: PrepareConfig) -> list[Scene]:
     return scenes
 
 
-def _label_sources(cfg: PrepareConfig, paths: list[Path], classes: Any) -> list[Any]:
+def _label_sources(
+    cfg: PrepareConfig,
+    paths: list[Path],
+    classes: Any,
+    table_given: bool = True,
+    nodata: Any = "file",
+) -> list[Any]:
     """The source of ``paths`` for each product: one shared source of rasters or polygons,
-    or one pixel-grid image per product (in product order); None without ``paths``."""
+    or one pixel-grid image per product (in product order); None without ``paths``. Each
+    is checked against its class table (``table_given``: chosen by the user, not the
+    default) and the label nodata setting."""
     from alos2fm.data.labels import open_labels
 
     if not paths:
         return [None] * len(cfg.products)
-    options = {"field": cfg.label_field, "unknown": cfg.unknown_values}
+    options = {
+        "field": cfg.label_field,
+        "unknown": cfg.unknown_values,
+        "nodata": nodata,
+        "table_given": table_given,
+    }
     if cfg.labels_grid == "pixel":
         if len(paths) != len(cfg.products):
             raise DataError(

@@ -97,7 +97,8 @@ def run_scene_task(task: SceneTask) -> TaskResult:
         for batch in _row_batches(task.windows, cfg.batch_patches):
             box = _bounding_window(batch)
             db = product.read_db(box)
-            stored = db.astype(store.PATCH_DTYPE)  # validity and statistics of stored values
+            # Validity and statistics of the values as stored; an overflow is refused.
+            stored = store.to_patch_dtype(db, where=task.product)
             finite = np.isfinite(db).all(axis=0)
             moments = store.BandMoments(stored)
             label_box = split_box = None
@@ -328,7 +329,9 @@ def _fingerprint(cfg: PrepareConfig, scene: Scene, windows: Sequence[Window]) ->
         "format": _STAGING_FORMAT,
         "files": files_fingerprint(files),
         "windows": [windows[0], windows[-1], len(windows)],
-        "classes": load_class_table(cfg.classes).model_dump(mode="json") if cfg.labels else None,
+        "classes": load_class_table(cfg.class_table).model_dump(mode="json")
+        if cfg.labels
+        else None,
         "settings": cfg.model_dump(mode="json", exclude=_NOT_STAGED),
         "category_rule": cfg.balance.category_rule,
     }
