@@ -81,6 +81,7 @@ def world(tmp_path_factory) -> dict[str, Path]:
         "trainer.progress_bar=false",
     )
     w["encoder_file"] = pretrain / "encoder.safetensors"
+    w["weights"] = _authors_weights(root / "authors_simmim.pth")
     # Bad inputs: empty, truncated, of the wrong kind.
     bad = root / "bad"
     bad.mkdir()
@@ -111,6 +112,16 @@ def world(tmp_path_factory) -> dict[str, Path]:
     db = np.random.default_rng(0).normal(-12, 2, (2, 128, 128)).astype(np.float32)
     w["other_product"] = write_tif(other / "two_bands.tif", db)
     return w
+
+
+def _authors_weights(path: Path) -> Path:
+    """A small stand-in of the authors' released SimMIM checkpoint."""
+    from alos2fm.models.backbones import create_encoder
+    from tests.interop.standins import save_simmim_checkpoint
+
+    tiny = dict(arch="swin_tiny", embed_dim=8, depths=[2, 2, 2, 2], num_heads=[1, 1, 2, 2])
+    encoder = create_encoder(in_chans=1, img_size=64, window_size=4, ape=True, **tiny)
+    return save_simmim_checkpoint(encoder, path)
 
 
 def _ok(*args: str) -> None:
@@ -217,6 +228,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
             "cpu-tiny-seg",
             "--max-steps",
             "1",
+            *("--set", "trainer.val_every_n_steps=1"),
         ],
     ),
     "finetune-encoder": (
@@ -233,6 +245,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
             "cpu-tiny-seg",
             "--max-steps",
             "1",
+            *("--set", "trainer.val_every_n_steps=1"),
         ],
     ),
     "lr-sweep": (
@@ -249,6 +262,7 @@ COMMANDS: dict[str, tuple[str, Command]] = {
             "cpu-tiny-seg",
             "--max-steps",
             "1",
+            *("--set", "trainer.val_every_n_steps=1"),
         ],
     ),
     "evaluate": (
@@ -382,8 +396,6 @@ FOLDER_COMMANDS = [c for c in COMMANDS if c not in ("info", "predict", "predict-
 
 def _good_source(world: dict[str, Path], command: str) -> Path:
     kind = COMMANDS[command][0]
-    if kind == "weights":
-        return world["bad"] / "notes.pth"  # refused for its output before it is read?
     if kind == "encoder":
         return world["encoder_file"]
     return world[kind]
@@ -504,7 +516,7 @@ def _prepare_args(world: dict[str, Path], out: Path) -> list[str]:
 
 @pytest.mark.parametrize("command", ["prepare", "predict"])
 def test_a_full_disk_is_one_line_and_leaves_no_half_file(world, command):
-    """RLIMIT_FSIZE makes every write past 64 KiB fail as a full disk would (EFBIG)."""
+    """RLIMIT_FSIZE makes every write past 4 KiB fail as a full disk would (EFBIG)."""
     out = world["root"] / f"full-{command}"
     if command == "prepare":
         args = _prepare_args(world, out)
@@ -514,7 +526,7 @@ def test_a_full_disk_is_one_line_and_leaves_no_half_file(world, command):
 
     def limit() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
     before = _snapshot(world["root"])
     process = _alos2fm(args, preexec_fn=limit)

@@ -7,6 +7,8 @@ rasterio) load only when that stage runs.
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +33,11 @@ def _global(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
+    if not debug:
+        # GDAL reports a failed read or write through rasterio's log as well as the error
+        # it raises; the error reaches the user as our one line, the log would repeat it.
+        logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+        os.environ.setdefault("CPL_LOG", os.devnull)  # GDAL's own printer, where it is used
 
 
 # --- stage 0: products ------------------------------------------------------------------

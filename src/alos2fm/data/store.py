@@ -147,6 +147,7 @@ def open_patch_arrays(root: str | Path) -> PatchArrays:
     """Open the arrays of an existing store, sharded or of the one-file-per-patch layout."""
     root = Path(root)
     if not (root / IMAGES).exists():
+        _dataset_file(root, IMAGES)  # names a missing folder or a file
         raise DataError("no patch store here (images/ is missing)", root, "run alos2fm prepare")
     labels = root / LABELS
     if ShardedArray.is_sharded(root / IMAGES):
@@ -276,10 +277,27 @@ def write_index(root: str | Path, index: pd.DataFrame) -> Path:
 
 
 def read_index(root: str | Path) -> pd.DataFrame:
-    path = Path(root) / INDEX
-    if not path.exists():
-        raise DataError("no index.parquet here", Path(root), "run alos2fm prepare")
-    return pd.read_parquet(path)
+    path = _dataset_file(root, INDEX)
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow's errors share no base class but Exception
+        raise _damaged(path, err) from None
+
+
+def _dataset_file(root: str | Path, name: str) -> Path:
+    """``root/name`` of a dataset, or a one-line error saying what the folder is."""
+    root = Path(root)
+    if not root.is_dir():
+        what = "no such folder" if not root.exists() else "a file, not a dataset folder"
+        raise DataError(what, root, "give the folder alos2fm prepare wrote")
+    if not (root / name).is_file():
+        raise DataError(f"not an alos2fm dataset (no {name})", root, "run alos2fm prepare")
+    return root / name
+
+
+def _damaged(path: Path, err: Exception) -> DataError:
+    detail = " ".join(str(err).split())[:120]
+    return DataError(f"damaged or truncated ({detail})", path, "prepare the dataset again")
 
 
 # --- statistics ----------------------------------------------------------------------------
@@ -421,10 +439,14 @@ def _check_finite_stats(stats: dict[str, Any], path: Path) -> None:
 
 
 def read_stats(root: str | Path) -> dict[str, Any]:
-    path = Path(root) / STATS
-    if not path.exists():
-        raise DataError("no stats.json here", Path(root), "run alos2fm prepare")
-    return json.loads(path.read_text())
+    path = _dataset_file(root, STATS)
+    try:
+        stats = json.loads(path.read_text())
+    except ValueError as err:
+        raise _damaged(path, err) from None
+    if not isinstance(stats, dict) or "bands" not in stats:
+        raise _damaged(path, ValueError("no bands listed"))
+    return stats
 
 
 # --- export --------------------------------------------------------------------------------

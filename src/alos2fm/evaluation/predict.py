@@ -47,6 +47,7 @@ from alos2fm.contract import band_indices, bands_to_open, open_checkpoint
 from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
+from alos2fm.native_stderr import held_native_stderr
 from alos2fm.products.base import Product, Window
 
 NODATA = 255
@@ -432,34 +433,43 @@ def predict_product(
     profile = _tiff_profile(product, height, width)
     colours = {k: (*c, 255) for k, c in enumerate(meta.class_colours)} | {NODATA: (0, 0, 0, 0)}
     tiles = 0
-    try:
-        with ExitStack() as stack:
-            datasets = [stack.enter_context(rasterio.open(p, "w", **profile)) for p in partials]
-            datasets[0].write_colormap(1, colours)
-            datasets[0].update_tags(**{f"CLASS_{k}": n for k, n in enumerate(meta.class_names)})
-            datasets[0].set_band_description(1, "land-cover class")
-            if options.confidence:
-                datasets[1].set_band_description(1, "probability of the class, percent")
-            writer = _StripWriter(datasets, width)
-            strips = predict_strips(
-                product, model, meta, tile, overlap, options.batch_size, options.progress
-            )
-            for classes, confidence, tiles_run in strips:
-                tiles += tiles_run
-                finished = [classes]
+    with held_native_stderr() as native:  # GDAL's words for a failed write: ours follow
+        try:
+            with ExitStack() as stack:
+                datasets = [stack.enter_context(rasterio.open(p, "w", **profile)) for p in partials]
+                datasets[0].write_colormap(1, colours)
+                datasets[0].update_tags(**{f"CLASS_{k}": n for k, n in enumerate(meta.class_names)})
+                datasets[0].set_band_description(1, "land-cover class")
                 if options.confidence:
-                    percent = np.round(confidence * 100).astype(np.uint8)
-                    finished.append(np.where(classes == NODATA, NODATA, percent).astype(np.uint8))
-                writer.add(finished)
-            writer.close()
-        for partial, target in zip(partials, targets, strict=True):
-            cog = target.with_name(f".{target.name}.cog.partial")
-            _write_cog(partial, cog)
-            os.replace(cog, target)
-    finally:
-        for partial, target in zip(partials, targets, strict=True):
-            partial.unlink(missing_ok=True)
-            target.with_name(f".{target.name}.cog.partial").unlink(missing_ok=True)
+                    datasets[1].set_band_description(1, "probability of the class, percent")
+                writer = _StripWriter(datasets, width)
+                strips = predict_strips(
+                    product, model, meta, tile, overlap, options.batch_size, options.progress
+                )
+                for classes, confidence, tiles_run in strips:
+                    tiles += tiles_run
+                    finished = [classes]
+                    if options.confidence:
+                        percent = np.round(confidence * 100).astype(np.uint8)
+                        percent = np.where(classes == NODATA, NODATA, percent)
+                        finished.append(percent.astype(np.uint8))
+                    writer.add(finished)
+                writer.close()
+            for partial, target in zip(partials, targets, strict=True):
+                cog = target.with_name(f".{target.name}.cog.partial")
+                _write_cog(partial, cog)
+                os.replace(cog, target)
+        except _gdal_errors() as err:  # GDAL reports a failed write (disk full) on its own terms
+            detail = " ".join((native.text() or str(err)).split())[:160]
+            raise PredictionError(
+                f"writing the map failed ({detail})",
+                out,
+                hint="check the free space and permissions of its folder, then run again",
+            ) from None
+        finally:
+            for partial, target in zip(partials, targets, strict=True):
+                partial.unlink(missing_ok=True)
+                target.with_name(f".{target.name}.cog.partial").unlink(missing_ok=True)
 
     quicklook = _write_quicklook(out, meta) if options.quicklook else None
     return PredictionResult(
@@ -472,6 +482,14 @@ def predict_product(
         pixels=height * width,
         seconds=time.perf_counter() - started,
     )
+
+
+def _gdal_errors() -> tuple[type[Exception], ...]:
+    """The exceptions rasterio raises for GDAL's I/O failures."""
+    from rasterio._err import CPLE_BaseError
+    from rasterio.errors import RasterioError
+
+    return (RasterioError, CPLE_BaseError)
 
 
 def _write_cog(tiled: Path, out: Path) -> None:

@@ -63,6 +63,6 @@ def load_checkpoint_safely(path: str | Path) -> Any:
             "only tensors and the authors' config objects are read; re-save the weights as "
             "a plain state dict or safetensors",
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
+    except Exception as err:  # torch raises many types (IndexError too) for a foreign file
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise CheckpointReadError(f"not a readable PyTorch checkpoint: {first}", path) from None
