@@ -113,7 +113,7 @@ def test_R16_a_generic_db_model_opens_a_jaxa_product_whole_and_takes_its_bands_b
     )
     opened = []
 
-    def fake_open_product(path, bands=None):  # a JAXA reader would look for IMG-DB1-...
+    def fake_open_product(path, bands=None, **options):  # a JAXA reader would look for IMG-DB1-...
         opened.append(bands)
         if bands is not None:
             raise alos2fm.errors.ProductError(f"no IMG-{bands[0]} file", path)

@@ -401,7 +401,7 @@ def _good_source(world: dict[str, Path], command: str) -> Path:
     return world[kind]
 
 
-@pytest.mark.parametrize("command", [c for c in FOLDER_COMMANDS if c != "import-weights"])
+@pytest.mark.parametrize("command", FOLDER_COMMANDS)
 def test_a_folder_of_the_users_is_refused_and_kept(world, command):
     out = world["root"] / f"users-{command}"
     out.mkdir(exist_ok=True)
@@ -413,12 +413,33 @@ def test_a_folder_of_the_users_is_refused_and_kept(world, command):
 
 
 @pytest.mark.parametrize("command", [c for c in FOLDER_COMMANDS if c not in ("prepare",)])
-def test_the_dataset_folder_is_never_a_run_folder(world, command):
+def test_R7_the_dataset_folder_is_never_an_output_folder(world, command):
     """R7: a run, evaluation, probe or export written into the dataset it reads."""
     _, argv = COMMANDS[command]
     out = world["dataset"]
     source = _good_source(world, command)
     refused(world, argv(world, source, out), out, "input|prepare output")
+
+
+@pytest.mark.parametrize("command", ["import-weights", "export"])
+def test_R4_overwrite_never_replaces_a_users_encoder_or_card(world, command):
+    out = world["root"] / f"card-{command}"
+    out.mkdir(exist_ok=True)
+    for name in ("encoder.safetensors", "encoder.json", "README.md", "config.json"):
+        (out / name).write_text(f"my own {name}\n")
+    _, argv = COMMANDS[command]
+    args = [*argv(world, _good_source(world, command), out), "--overwrite"]
+    refused(world, args, out, "alos2fm did not write")
+
+
+def test_R4_a_second_import_needs_overwrite_and_then_replaces_only_its_files(world):
+    out = world["root"] / "imported"
+    _, argv = COMMANDS["import-weights"]
+    _ok(*argv(world, world["weights"], out))
+    (out / "notes.txt").write_text("mine")
+    refused(world, argv(world, world["weights"], out), out, "--overwrite")
+    _ok(*argv(world, world["weights"], out), "--overwrite")
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_prepare_into_a_run_folder_is_refused(world):
@@ -460,7 +481,7 @@ def read_only(folder: Path) -> Iterator[None]:
 
 
 @pytest.mark.parametrize("command", ["prepare", "finetune", "predict", "evaluate", "export"])
-def test_a_read_only_output_is_refused_in_one_line(world, command):
+def test_R15_a_read_only_output_is_refused_in_one_line(world, command):
     out = world["root"] / f"readonly-{command}"
     _, argv = COMMANDS[command]
     with read_only(out):
@@ -515,7 +536,7 @@ def _prepare_args(world: dict[str, Path], out: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("command", ["prepare", "predict"])
-def test_a_full_disk_is_one_line_and_leaves_no_half_file(world, command):
+def test_R15_a_full_disk_is_one_line_and_leaves_no_half_file(world, command):
     """RLIMIT_FSIZE makes every write past 4 KiB fail as a full disk would (EFBIG)."""
     out = world["root"] / f"full-{command}"
     if command == "prepare":

@@ -340,7 +340,7 @@ def test_cli_predict_writes_map_confidence_and_quicklook(tmp_path: Path, monkeyp
     )
     opened = []
 
-    def fake_open_product(path, bands=None):  # the CLI's reader, without a product file
+    def fake_open_product(path, bands=None, **options):  # the CLI's reader, no file
         opened.append((Path(path), tuple(bands)))
         return ArrayProduct(_scene(50, 40))
 

@@ -246,6 +246,7 @@ def test_cli_export_encoder_writes_the_hub_folder(exports, tmp_path):
     result = CliRunner().invoke(app, ["export", "--encoder", str(weights), "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".alos2fm.json",  # what alos2fm wrote here (alos2fm.outputs)
         "README.md",
         "config.json",
         "model.safetensors",

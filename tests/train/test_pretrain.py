@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from alos2fm.cli import app
+from alos2fm.identity import dataset_identity
 from alos2fm.models.backbones import create_encoder
+from alos2fm.outputs import OutputError
 from alos2fm.train.config import resolve_config
 from alos2fm.train.data import Normalisation
 from alos2fm.train.pretrain import PretrainModule, RunFolderError, run_pretrain
@@ -56,7 +58,7 @@ def test_cli_pretrain_writes_the_run_folder(tiny_store, tmp_path, method):
     assert meta["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     assert meta["method"] == method and meta["weighting"]["kind"] == "sar"
     assert meta["data"]["bands"] == ["HH"] and meta["global_step"] == 4  # 16 patches / 4
-    assert meta["dataset"] == {"name": tiny_store.name, "path": str(tiny_store.resolve())}
+    assert meta["dataset"] == dataset_identity(tiny_store)
     # encoder.json alone rebuilds the encoder, which takes the weights strictly.
     encoder = create_encoder(**meta["encoder"])
     encoder.load_state_dict(load_file(weights), strict=True)
@@ -83,7 +85,7 @@ def test_run_folder_is_not_mixed_up(tiny_store, tmp_path):
     with pytest.raises(RunFolderError, match="nothing to resume"):
         run_pretrain(cfg, tiny_store, tmp_path / "run", resume=True)
     run_pretrain(cfg, tiny_store, tmp_path / "run")
-    with pytest.raises(RunFolderError, match="already holds a run"):
+    with pytest.raises(OutputError, match="already holds a pretrain run.*--resume"):
         run_pretrain(cfg, tiny_store, tmp_path / "run")
 
 

@@ -32,16 +32,16 @@ import numpy as np
 from alos2fm.errors import ProductError
 from alos2fm.products.base import Product, Window
 
-# Range of values a sigma0 / gamma0 raster can hold, in dB. The mean backscatter ALOS-2
-# measures lies above its noise floor (NESZ about -34 dB stripmap, -28 dB ScanSAR), but a
-# single-look pixel is that mean times an exponential variable: over the 4e8 pixels of a
-# scene the smallest of them lies ~86 dB below the mean, so calm water (-25 dB) reaches
-# -110 dB, and a DN of 1 calibrates to -83 dB. At the top, a corner reflector or a building
-# facing the radar reaches +30 dB, single-look peaks some +15 dB more. [-150, +60] dB holds
-# all of these; beyond it lie fill values (-9999, -32768, -3.4e38), DN or power handed
-# in as dB, and corruption.
-SIGMA0_DB_RANGE: tuple[float, float] = (-150.0, 60.0)
-SIGMA0_POWER_RANGE: tuple[float, float] = (1e-15, 1e6)
+# Range of values a backscatter raster can hold, in dB. Not the range of physical
+# backscatter: a single-look pixel is its mean times an exponential variable (over the
+# 4e8 pixels of a scene the smallest lies ~86 dB below the mean: calm water reaches -110
+# dB), and products derived in linear power reach far lower (a polarimetric T3 element of
+# an almost empty channel: -180 dB in the AIRSAR Flevoland scene). At the top, a corner
+# reflector reaches +30 dB, its single-look peaks some +15 dB more. What lies beyond
+# [-300, +100] dB is no measurement: fill values (-9999, -32768, -3.4e38), DN or power
+# handed in as dB, corruption.
+SIGMA0_DB_RANGE: tuple[float, float] = (-300.0, 100.0)
+SIGMA0_POWER_RANGE: tuple[float, float] = (1e-30, 1e10)
 
 # Fill values processors write for no data: float32 lowest/highest (GDAL, SNAP), -9999
 # (GIS), -32768/-32767 (int16), -999, 0 (linear power, DN) and 0 dB rasters of masks.

@@ -60,9 +60,12 @@ class Normalisation:
 
 
 def dataset_record(root: str | Path) -> dict[str, str]:
-    """Which patch store a model was trained on, for its model card (``alos2fm export``)."""
-    root = Path(root).resolve()
-    return {"name": root.name, "path": str(root)}
+    """Which patch store a model was trained on (its folder's name, id and fingerprint;
+    ``alos2fm.identity``), for checkpoints and model cards. Never a local path: cards
+    are published."""
+    from alos2fm.identity import dataset_identity
+
+    return dataset_identity(root)
 
 
 def dataset_normalisation(root: str | Path, kind: str = "stats") -> Normalisation:
