@@ -18,8 +18,8 @@ import time
 import torch
 
 from alos2fm.models.backbones import create_encoder
+from alos2fm.models.speed import enable_fused_attention
 from alos2fm.train.config import resolve_config
-from alos2fm.train.speed import enable_fused_attention
 
 
 def step_seconds(encoder: torch.nn.Module, x: torch.Tensor) -> float:

@@ -126,7 +126,7 @@ def child(args: argparse.Namespace) -> None:
     model, meta = load_segmenter_for_inference(checkpoint, args.device)
     fast = model
     if args.compile:
-        from alos2fm.train.speed import apply_speed_options
+        from alos2fm.models.speed import apply_speed_options
 
         fast = copy.deepcopy(model)
         apply_speed_options(fast, fused_attention=True, compile=True)

@@ -208,7 +208,7 @@ class PredictOptions:
     between neighbours (default: a quarter tile, 64 for 256); ``batch_size`` tiles per
     forward pass; ``confidence`` writes the second GeoTIFF; ``quicklook`` the PNG;
     ``progress`` shows a bar; ``compile`` and ``fused_attention`` speed the forward up
-    without changing what it computes (``alos2fm.train.speed``; compiling pays off on
+    without changing what it computes (``alos2fm.models.speed``; compiling pays off on
     large scenes, its first batches pay the compilation)."""
 
     tile: int | None = None
@@ -549,7 +549,7 @@ def predict_scene(
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
     if options.compile or options.fused_attention:
-        from alos2fm.train.speed import apply_speed_options
+        from alos2fm.models.speed import apply_speed_options
 
         apply_speed_options(model, options.fused_attention, options.compile)
     # Generic names (a dB raster's DB1) are no polarisations a reader could look up: such a

@@ -166,7 +166,7 @@ class TrainerConfig(_Frozen):
     last_checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="also refresh checkpoints/last.ckpt every N optimiser steps"
     )
-    # Speed only (alos2fm.train.speed): the same computation up to floating-point rounding.
+    # Speed only (alos2fm.models.speed): the same computation up to floating-point rounding.
     fused_attention: bool = Field(False, description="timm's fused Swin window attention")
     compile: bool = Field(False, description="torch.compile of the model's forward")
     val_every_n_steps: int | None = Field(

@@ -57,13 +57,13 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from alos2fm.errors import Alos2fmError
+from alos2fm.models.speed import SpeedOptions
 from alos2fm.train.checkpointing import (
     AtomicCheckpointIO,
     LastCheckpoint,
     RestoreLoaderPosition,
 )
 from alos2fm.train.config import TrainerConfig
-from alos2fm.train.speed import SpeedOptions
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from alos2fm.models.speed import apply_speed_options, enable_fused_attention
 from alos2fm.train.config import resolve_config
 from alos2fm.train.pretrain import pretrain_model_for
-from alos2fm.train.speed import apply_speed_options, enable_fused_attention
 
 
 def _tiny_simmim() -> torch.nn.Module:
