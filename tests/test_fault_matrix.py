@@ -567,10 +567,11 @@ def test_kill_9_mid_prepare_then_a_rerun_finishes_the_same_dataset(world):
     process = _alos2fm(_prepare_args(world, out))
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (out / ".staging").exists():
-        time.sleep(0.02)
-    time.sleep(0.3)
-    process.kill()
-    process.wait()
+        time.sleep(0.005)
+    assert process.poll() is None, "prepare finished before it could be killed"
+    process.kill()  # mid-run: scenes being staged, nothing assembled
+    assert process.wait() == -signal.SIGKILL
+    assert not (out / "index.parquet").exists()
     code, err = _run(*_prepare_args(world, out))
     assert code == 0, err
     import pandas as pd
