@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from alos2fm import cli
 from alos2fm.contract import (
     band_indices,
     bands_to_open,
@@ -28,18 +26,10 @@ from alos2fm.models.segmenter import (
     load_encoder_weights,
 )
 from alos2fm.train.config import resolve_config
+from tests.test_cli import run_cli
 from tests.train.conftest import make_store
 
 CPU = ["trainer.accelerator=cpu"]
-
-
-def run_cli(monkeypatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["alos2fm", *args])
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def _one_line_error(capfd) -> str:

@@ -43,6 +43,20 @@ def _global(
 # --- stage 0: products ------------------------------------------------------------------
 
 
+_Kind = Annotated[
+    str | None,
+    typer.Option(
+        "--kind", help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power."
+    ),
+]
+_Nodata = Annotated[
+    float | None,
+    typer.Option(
+        "--nodata",
+        help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
+        "e.g. -9999 (read as NaN).",
+    ),
+]
 _MOST_VALUES = 60  # rows of value counts info prints
 
 _LabelNodata = Annotated[
@@ -91,14 +105,7 @@ def info(
         typer.Option("--label-field", help="Class attribute of a polygon layer."),
     ] = None,
     label_nodata: _LabelNodata = None,
-    nodata: Annotated[
-        float | None,
-        typer.Option(
-            "--nodata",
-            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
-            "e.g. -9999 (read as NaN).",
-        ),
-    ] = None,
+    nodata: _Nodata = None,
 ) -> None:
     """Print what was parsed from a product (mode, level, date, size, CRS, CF, ...) or a
     label source (kind, CRS, size or features, values with counts and class names)."""
@@ -294,21 +301,8 @@ def prepare(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bars.")
     ] = True,
-    kind: Annotated[
-        str | None,
-        typer.Option(
-            "--kind",
-            help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power.",
-        ),
-    ] = None,
-    nodata: Annotated[
-        float | None,
-        typer.Option(
-            "--nodata",
-            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
-            "e.g. -9999 (read as NaN).",
-        ),
-    ] = None,
+    kind: _Kind = None,
+    nodata: _Nodata = None,
 ) -> None:
     """Calibrate, tile, balance and split products into a patch dataset."""
     from alos2fm.data.prepare import prepare_config, run_prepare
@@ -682,21 +676,8 @@ def predict(
     fused_attention: Annotated[
         bool, typer.Option("--fused-attention", help="timm's fused attention kernels.")
     ] = False,
-    kind: Annotated[
-        str | None,
-        typer.Option(
-            "--kind",
-            help="Reader to use instead of detection: ceos, dn, mosaic, t3, db, power.",
-        ),
-    ] = None,
-    nodata: Annotated[
-        float | None,
-        typer.Option(
-            "--nodata",
-            help="Value that marks no data in a dB or linear-power raster without a nodata tag, "
-            "e.g. -9999 (read as NaN).",
-        ),
-    ] = None,
+    kind: _Kind = None,
+    nodata: _Nodata = None,
     overwrite: _Overwrite = False,
 ) -> None:
     """Map a whole scene: sliding window with blending, streamed to a georeferenced GeoTIFF."""

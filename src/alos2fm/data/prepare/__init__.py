@@ -40,6 +40,7 @@ from alos2fm.data.prepare.config import PrepareConfig, prepare_config
 from alos2fm.data.prepare.execution import run_tasks
 from alos2fm.data.prepare.inputs import check_inputs, split_map_table
 from alos2fm.data.prepare.tasks import DONE, make_tasks, read_done
+from alos2fm.identity import inputs_fingerprint
 from alos2fm.outputs import claim_folder
 
 __all__ = ["PrepareConfig", "PrepareResult", "prepare_config", "run_prepare", "split_map_table"]
@@ -58,6 +59,9 @@ OUTPUTS = {
     "config.yaml",
 }
 
+# How the run is executed, not what it makes: left out of the dataset's recorded identity.
+_EXECUTION = {"out", "workers", "dask_scheduler", "progress", "overwrite", "gdal_cache_mb"}
+
 
 def run_prepare(cfg: PrepareConfig) -> PrepareResult:
     """Prepare the dataset described by ``cfg`` at the root of ``cfg.out``."""
@@ -70,6 +74,10 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
         inputs=inputs,
         overwrite=cfg.overwrite,
         rerun="replace",  # a dataset is rebuilt in place; its cut scenes are reused
+        identity={
+            "config": cfg.model_dump(mode="json", exclude=_EXECUTION),
+            "inputs": inputs_fingerprint(inputs),
+        },
     ) as folder:
         created: list[Path] = []
         try:
