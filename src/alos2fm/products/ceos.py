@@ -483,6 +483,9 @@ class CeosProduct:
     missing (``describe`` works, ``read_db`` raises).
     """
 
+    # Integer DN calibrated here: no fill value, no infinity, nothing to scan for them.
+    calibrated_from_dn = True
+
     quantity = "sigma0"
 
     def __init__(

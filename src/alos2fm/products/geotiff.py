@@ -141,6 +141,9 @@ class DnGeoTiffProduct:
     without a JAXA name need ``polarisation=``. ``calibration_factor`` is CF in dB.
     """
 
+    # Integer DN calibrated here: no fill value, no infinity, nothing to scan for them.
+    calibrated_from_dn = True
+
     quantity = "sigma0"
 
     def __init__(
@@ -231,6 +234,9 @@ class MosaicTileProduct:
     The ``_mask_`` layer of the same tile and release is used when present (``use_mask``);
     without it only DN 0 counts as no data, and a warning says so.
     """
+
+    # Integer DN calibrated here: no fill value, no infinity, nothing to scan for them.
+    calibrated_from_dn = True
 
     quantity = "gamma0"
     date = None  # tiles mix acquisitions; the per-pixel ``_date_`` layer is not read
