@@ -18,7 +18,6 @@ from alos2fm.data.classes import (
 from alos2fm.data.labels.base import FILE_NODATA, LabelSource, Nodata, _open_unreferenced
 from alos2fm.errors import DataError
 
-
 _SAMPLE_SIDE = 1024  # fit checks read a raster decimated to at most this many pixels a side
 _DEFAULT_MIN_CLASSES = 3  # classes a source read through the default table must hold
 
