@@ -341,14 +341,15 @@ def claim_folder(
     *,
     outputs: Iterable[str] = (),
     inputs: Sequence[Path | None] = (),
-    overwrite: bool = False,
+    overwrite: bool | None = None,
     rerun: str = "overwrite",
     identity: Mapping[str, Any] | None = None,
 ) -> OutputFolder:
     """Claim ``root`` for ``command``, before anything is written.
 
     ``outputs`` names what the command writes at the root (recorded now; a foreign file of
-    one of those names is refused, even with ``overwrite``). ``rerun`` says what an earlier
+    one of those names is refused, even with ``overwrite``; None: the command has no
+    ``--overwrite``). ``rerun`` says what an earlier
     run of the same command in this folder means: ``"replace"`` (rebuilt in place, as
     prepare does), ``"overwrite"`` (needs ``overwrite``), ``"resume"`` (continued: its
     identity must equal ``identity``) or ``"refuse"`` (a new run needs a new folder).
@@ -380,7 +381,7 @@ def _claim(
     root: Path,
     command: str,
     outputs: set[str],
-    overwrite: bool,
+    overwrite: bool | None,
     rerun: str,
     identity: Mapping[str, Any] | None,
 ) -> Manifest:
@@ -400,8 +401,13 @@ def _claim(
         raise OutputError(
             f"output folder is not empty and is not alos2fm {command} output ({_names(foreign)})",
             root,
-            hint="choose a new or empty --out, or pass --overwrite to write beside its "
-            "files (none of them is removed or replaced)",
+            hint="choose a new or empty --out"
+            + (
+                ""
+                if overwrite is None  # the command has no --overwrite
+                else ", or pass --overwrite to write beside its files (none of them is "
+                "removed or replaced)"
+            ),
         )
     clashes = sorted(set(foreign) & outputs)
     if clashes:

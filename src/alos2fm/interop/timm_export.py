@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import timm
-import torch
 from torch import Tensor, nn
 
 from alos2fm.atomic import atomic_path
@@ -408,8 +407,10 @@ def _test_metrics(checkpoint: Path) -> tuple[dict[str, Any] | None, str]:
 def checkpoint_card_facts(checkpoint: str | Path, title: str) -> CardFacts:
     """Card facts of a fine-tuned checkpoint: its hyper-parameters and the run around it."""
     checkpoint = Path(checkpoint)
-    content = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    hparams = content.get("hyper_parameters", {})
+    from alos2fm.contract import open_checkpoint
+
+    content = open_checkpoint(checkpoint)
+    hparams = content["hyper_parameters"]
     data, config = hparams.get("data", {}), hparams.get("config", {})
     recipe = [("decoder", str(hparams.get("model", {}).get("decoder", "upernet")))]
     if "provenance" in content:
