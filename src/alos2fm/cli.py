@@ -383,6 +383,13 @@ def _looks(text: str) -> tuple[int, int]:
 # --- stages 2-3: pretraining, fine-tuning, evaluation --------------------------------------
 
 _Data = Annotated[Path, typer.Option("--data", help="Prepared dataset folder (alos2fm prepare).")]
+_AllowPartialEncoder = Annotated[
+    bool,
+    typer.Option(
+        "--allow-partial-encoder",
+        help="Fine-tune even if the encoder file leaves tensors at random init.",
+    ),
+]
 _Overwrite = Annotated[
     bool,
     typer.Option(
@@ -492,13 +499,7 @@ def finetune(
         Path | None,
         typer.Option("--encoder", help="Pretrained encoder.safetensors (default: random init)."),
     ] = None,
-    allow_partial_encoder: Annotated[
-        bool,
-        typer.Option(
-            "--allow-partial-encoder",
-            help="Fine-tune even if the encoder file leaves tensors at random init.",
-        ),
-    ] = False,
+    allow_partial_encoder: _AllowPartialEncoder = False,
     label_fraction: Annotated[
         float | None,
         typer.Option("--label-fraction", help="Train on this seeded fraction of the patches."),
@@ -542,13 +543,7 @@ def lr_sweep(
         Path | None,
         typer.Option("--encoder", help="The encoder the rate is for (default: random init)."),
     ] = None,
-    allow_partial_encoder: Annotated[
-        bool,
-        typer.Option(
-            "--allow-partial-encoder",
-            help="Fine-tune even if the encoder file leaves tensors at random init.",
-        ),
-    ] = False,
+    allow_partial_encoder: _AllowPartialEncoder = False,
     max_steps: Annotated[
         int | None, typer.Option("--max-steps", help="Budget of each run (use the real run's).")
     ] = None,
