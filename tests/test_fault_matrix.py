@@ -329,6 +329,30 @@ COMMANDS: dict[str, tuple[str, Command]] = {
             "--no-progress",
         ],
     ),
+    "map": (
+        "product",
+        lambda w, src, out: [
+            "map",
+            str(src),
+            "--checkpoint",
+            str(w["checkpoint"]),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    ),
+    "map-checkpoint": (
+        "checkpoint",
+        lambda w, src, out: [
+            "map",
+            str(w["product"]),
+            "--checkpoint",
+            str(src),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    ),
     "import-weights": (
         "weights",
         lambda w, src, out: ["import-weights", str(src), "--out", str(out)],
@@ -480,7 +504,7 @@ def read_only(folder: Path) -> Iterator[None]:
         subprocess.run(["chattr", "-i", str(folder)], check=True)
 
 
-@pytest.mark.parametrize("command", ["prepare", "finetune", "predict", "evaluate", "export"])
+@pytest.mark.parametrize("command", ["prepare", "finetune", "predict", "evaluate", "export", "map"])
 def test_R15_a_read_only_output_is_refused_in_one_line(world, command):
     out = world["root"] / f"readonly-{command}"
     _, argv = COMMANDS[command]

@@ -701,6 +701,183 @@ def predict(
             print(f"also {extra}")
 
 
+@app.command("map")
+def map_region(
+    products: Annotated[
+        list[Path] | None, typer.Argument(help="Products to map (any that prepare reads).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the region's map.")] = None,
+    products_from: Annotated[
+        Path | None,
+        typer.Option("--products-from", help="A text file of product paths, one per line."),
+    ] = None,
+    crs: Annotated[
+        str | None,
+        typer.Option("--crs", help="Map CRS, e.g. EPSG:6691 (default: equal-area, centred)."),
+    ] = None,
+    resolution: Annotated[
+        float | None,
+        typer.Option("--resolution", help="Pixel size in CRS units (default: finest scene's)."),
+    ] = None,
+    tile: Annotated[
+        int | None, typer.Option("--tile", help="Tile side, px (default: the model's patch size).")
+    ] = None,
+    overlap: Annotated[
+        int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, ... (per worker)")] = "cpu",
+    kind: _Kind = None,
+    nodata: _Nodata = None,
+    edge: Annotated[
+        int | None,
+        typer.Option(
+            "--edge", help="Scene pixels over which a scene's weight rises from its edge."
+        ),
+    ] = None,
+    file_side: Annotated[
+        int | None,
+        typer.Option("--file-side", help="Largest map file side, px; beyond it: tiles + VRT."),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Local processes mapping scenes (default 1).")
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None,
+        typer.Option("--dask-scheduler", help="Map scenes on this Dask cluster (address)."),
+    ] = None,
+    overwrite: _Overwrite = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar.")
+    ] = True,
+) -> None:
+    """Map a region: every scene as predict maps it, fused onto one grid (weighted mean of
+    the class probabilities across overlaps) into one map, its confidence and scenes.csv."""
+    from alos2fm.evaluation.region import map_config, run_map
+
+    listed = list(products or [])
+    if products_from is not None:
+        try:
+            lines = products_from.read_text().splitlines()
+        except OSError as err:
+            raise Alos2fmError(f"cannot read: {err.strerror}", products_from) from None
+        listed += [
+            Path(line.strip()) for line in lines if line.strip() and not line.startswith("#")
+        ]
+    if not listed or checkpoint is None or out is None:
+        raise Alos2fmError(
+            "map needs products, --checkpoint and --out", hint="see alos2fm map --help"
+        )
+    cfg = map_config(
+        products=listed,
+        checkpoint=checkpoint,
+        out=out,
+        crs=crs,
+        resolution=resolution,
+        tile=tile,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        kind=kind,
+        nodata=nodata,
+        edge_px=edge,
+        file_side=file_side,
+        workers=workers,
+        dask_scheduler=dask_scheduler,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    result = run_map(cfg)
+    mapped = sum(r.status == "mapped" for r in result.scenes)
+    print(
+        f"map of {len(result.scenes)} scenes ({mapped} mapped, "
+        f"{len(result.scenes) - mapped} reused) written to {result.map_path} "
+        f"({result.grid.width} x {result.grid.height} px of {result.grid.resolution:g}, "
+        f"{result.seconds:.1f} s); also {result.confidence_path}, {out / 'scenes.csv'}"
+    )
+
+
+@app.command()
+def assess(
+    map_path: Annotated[Path, typer.Argument(help="Class map GeoTIFF (alos2fm predict).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Folder for the assessment, or the sample's .gpkg with --sample."
+        ),
+    ],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            "--reference",
+            help="Reference: points or polygons (GeoPackage, Shapefile, GeoJSON) or a class "
+            "raster on any grid.",
+        ),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        typer.Option("--label-field", help="Attribute holding the reference class (vectors)."),
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Class table reading the reference values (default: the map's classes, "
+            "named by id or name).",
+        ),
+    ] = None,
+    sample: Annotated[
+        int | None,
+        typer.Option("--sample", help="Draw N sample points to label instead of assessing."),
+    ] = None,
+    design: Annotated[str, typer.Option("--design", help="Sampling design.")] = "stratified",
+    allocation: Annotated[
+        str, typer.Option("--allocation", help="proportional (to mapped area) or equal.")
+    ] = "proportional",
+    min_per_class: Annotated[
+        int, typer.Option("--min-per-class", help="Samples at least per mapped class.")
+    ] = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the sample.")] = 0,
+    overwrite: _Overwrite = False,
+) -> None:
+    """Accuracy and area of a map from a reference sample (Olofsson et al. 2014), or draw a
+    stratified random sample to label (--sample N)."""
+    from alos2fm.evaluation.assessment import run_assess, run_sample
+
+    if (reference is None) == (sample is None):
+        raise Alos2fmError("give one of --reference and --sample", hint="see assess --help")
+    if sample is not None:
+        path, per_class = run_sample(
+            map_path,
+            out,
+            sample,
+            design=design,
+            allocation=allocation,
+            min_per_class=min_per_class,
+            seed=seed,
+            classes=classes,
+            overwrite=overwrite,
+        )
+        print(
+            f"{int(per_class.sum())} samples written to {path} (per class: "
+            f"{', '.join(map(str, per_class.tolist()))}); fill in 'reference', then run "
+            f"alos2fm assess {map_path} --reference {path} --label-field reference --out DIR"
+        )
+        return
+    assert reference is not None
+    result = run_assess(
+        map_path, reference, out, label_field=label_field, classes=classes, overwrite=overwrite
+    )
+    overall = result.assessment.overall
+    print(
+        f"overall accuracy {overall.value:.3f} ± {overall.ci95:.3f} from "
+        f"{result.record['samples']} samples; wrote {', '.join(str(p) for p in result.paths)}"
+    )
+
+
 @app.command("import-weights")
 def import_weights(
     weights: Annotated[Path, typer.Argument(help="A released .pth file of the method's authors.")],

@@ -207,7 +207,7 @@ def _equal_area_frame(index: pd.DataFrame, patch_size: int) -> _Frame:
 
     lon, lat = _reproject(crs, xs.mean(axis=1, keepdims=True), ys.mean(axis=1, keepdims=True))
     lat0, lon0 = _mean_direction(lon.ravel(), lat.ravel())
-    plane = f"+proj=laea +lat_0={lat0:g} +lon_0={lon0:g} +datum=WGS84 +units=m +no_defs"
+    plane = equal_area_plane(lon.ravel(), lat.ravel())
     px, py = _reproject(crs, xs, ys, plane)
 
     # sin(c / 2) = rho / 2R in the plane, so the largest scale is 1 / cos(c_max / 2).
@@ -252,6 +252,13 @@ def _reproject(
         out_x[rows] = np.reshape(tx, (-1, xs.shape[1]))
         out_y[rows] = np.reshape(ty, (-1, ys.shape[1]))
     return out_x, out_y
+
+
+def equal_area_plane(lon: np.ndarray, lat: np.ndarray) -> str:
+    """The Lambert azimuthal equal-area plane centred on the points (whole degrees), as a
+    PROJ string: the split's frame, and the default grid of a region's map."""
+    lat0, lon0 = _mean_direction(lon, lat)
+    return f"+proj=laea +lat_0={lat0:g} +lon_0={lon0:g} +datum=WGS84 +units=m +no_defs"
 
 
 def _mean_direction(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:

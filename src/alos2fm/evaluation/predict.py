@@ -46,6 +46,7 @@ from alos2fm.atomic import atomic_path
 from alos2fm.contract import band_indices, bands_to_open, open_checkpoint
 from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
+from alos2fm.evaluation.gis import write_class_sidecars
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
 from alos2fm.native_stderr import held_native_stderr
 from alos2fm.products.base import Product, Window
@@ -223,8 +224,11 @@ class PredictOptions:
 
 
 def output_paths(out: Path, options: PredictOptions) -> list[Path]:
-    """The files a prediction writes: the map, its confidence, its quicklook."""
-    paths = [out]
+    """The files a prediction writes: the map, its class names for GIS tools, its
+    confidence, its quicklook."""
+    from alos2fm.evaluation.gis import sidecar_paths
+
+    paths = [out, *sidecar_paths(out)]
     if options.confidence:
         paths.append(out.with_name(f"{out.stem}_confidence.tif"))
     if options.quicklook:
@@ -252,8 +256,18 @@ def _check_options(
     options: PredictOptions, meta: InferenceMeta, product: Product
 ) -> tuple[int, int]:
     """(tile, overlap) after defaults, or a ``PredictionError``."""
-    tile = options.tile or meta.patch_size
-    overlap = tile // 4 if options.overlap is None else options.overlap
+    if options.batch_size < 1:
+        raise PredictionError(f"batch size {options.batch_size} < 1", product.path)
+    return resolve_tiling(options.tile, options.overlap, meta, product)
+
+
+def resolve_tiling(
+    tile: int | None, overlap: int | None, meta: InferenceMeta, product: Product
+) -> tuple[int, int]:
+    """(tile, overlap): the model's patch size and a quarter of it by default; a tile of
+    another size, or an overlap beyond half the tile, is a ``PredictionError``."""
+    tile = tile or meta.patch_size
+    overlap = tile // 4 if overlap is None else overlap
     if tile != meta.patch_size:
         raise PredictionError(
             f"tile {tile} differs from the model's input size {meta.patch_size}",
@@ -265,8 +279,6 @@ def _check_options(
             f"overlap {overlap} must lie between 0 and half the tile ({tile // 2})",
             product.path,
         )
-    if options.batch_size < 1:
-        raise PredictionError(f"batch size {options.batch_size} < 1", product.path)
     return tile, overlap
 
 
@@ -349,6 +361,26 @@ def predict_strips(
     ``classes`` holds 255 where any model band has no data. Tiles without any data are
     skipped. The model runs on its parameters' device, in eval mode.
     """
+    strips = probability_strips(product, model, meta, tile, overlap, batch_size, progress)
+    for probs, valid, tiles_run in strips:
+        confidence, classes = probs.max(axis=0), probs.argmax(axis=0).astype(np.uint8)
+        classes[~valid] = NODATA
+        yield classes, confidence, tiles_run
+
+
+def probability_strips(
+    product: Product,
+    model: Segmenter,
+    meta: InferenceMeta,
+    tile: int,
+    overlap: int,
+    batch_size: int,
+    progress: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The sliding window over a whole product, strip by strip: tiles overlap by
+    ``overlap`` and are blended with a ramp; yields finished rows top to bottom as
+    ``(class probabilities float32 (C, rows, W), valid bool (rows, W), tiles run)``.
+    ``predict`` turns them into classes; ``map`` fuses them across scenes."""
     from tqdm import tqdm
 
     bands = _band_indices(product, meta)
@@ -381,7 +413,8 @@ def predict_strips(
         bar.total += len(with_data)
         bar.refresh()
         for batch in _batched(with_data, batch_size):
-            logits = model(torch.stack([image[:, :, c : c + tile] for c in batch]))
+            with torch.inference_mode():
+                logits = model(torch.stack([image[:, :, c : c + tile] for c in batch]))
             if logits.shape[1] != probs.shape[0]:
                 raise PredictionError(
                     f"the model gives {logits.shape[1]} classes, its metadata names "
@@ -395,12 +428,10 @@ def predict_strips(
                 weights[:, c : c + tile] += tile_weight
         bar.update(len(with_data))
 
-        # Rows above the next strip's top are final: classify them, then shift them out.
+        # Rows above the next strip's top are final: hand them out, then shift them out.
         done = (rows[index + 1] if index + 1 < len(rows) else height) - top
         mean_probs = probs[:, :done, :width] / weights[:done, :width].clamp_min(1e-12)
-        confidence, classes = mean_probs.max(dim=0)
-        classes = classes.to(torch.uint8).masked_fill_(~valid[:done, :width].to(device), NODATA)
-        yield classes.cpu().numpy(), confidence.cpu().numpy(), len(with_data)
+        yield mean_probs.cpu().numpy(), valid[:done, :width].numpy(), len(with_data)
         probs = torch.roll(probs, -done, dims=1)
         weights = torch.roll(weights, -done, dims=0)
         probs[:, tile - done :] = 0
@@ -457,7 +488,7 @@ def predict_product(
                 writer.close()
             for partial, target in zip(partials, targets, strict=True):
                 cog = target.with_name(f".{target.name}.cog.partial")
-                _write_cog(partial, cog)
+                write_cog(partial, cog)
                 os.replace(cog, target)
         except _gdal_errors() as err:  # GDAL reports a failed write (disk full) on its own terms
             detail = " ".join((native.text() or str(err)).split())[:160]
@@ -471,7 +502,8 @@ def predict_product(
                 partial.unlink(missing_ok=True)
                 target.with_name(f".{target.name}.cog.partial").unlink(missing_ok=True)
 
-    quicklook = _write_quicklook(out, meta) if options.quicklook else None
+    write_class_sidecars(out, meta.class_names, meta.class_colours)
+    quicklook = write_quicklook(out, meta) if options.quicklook else None
     return PredictionResult(
         map_path=out,
         confidence_path=targets[1] if options.confidence else None,
@@ -492,7 +524,7 @@ def _gdal_errors() -> tuple[type[Exception], ...]:
     return (RasterioError, CPLE_BaseError)
 
 
-def _write_cog(tiled: Path, out: Path) -> None:
+def write_cog(tiled: Path, out: Path) -> None:
     """A Cloud-Optimized GeoTIFF of the streamed map: internal overviews (nearest class,
     so a national map opens at any zoom without resampling classes into new ones), the
     colour table and class-name tags copied; GDAL's COG driver reads the map block by block."""
@@ -509,7 +541,7 @@ def _write_cog(tiled: Path, out: Path) -> None:
     )
 
 
-def _write_quicklook(map_path: Path, meta: InferenceMeta) -> Path:
+def write_quicklook(map_path: Path, meta: InferenceMeta) -> Path:
     """PNG of the map decimated to at most ``QUICKLOOK_MAX_SIDE`` pixels (nearest class)."""
     import rasterio
     from rasterio.enums import Resampling
@@ -543,33 +575,48 @@ def predict_scene(
     ``nodata`` as in prepare), check it is valid backscatter, load the checkpoint, claim
     the output files (``alos2fm.outputs``), predict and write the map (see
     :func:`predict_product`)."""
-    from alos2fm.data.recipe import Preprocessing
     from alos2fm.outputs import claim_files
-    from alos2fm.products import open_product, validate_product
 
     model, meta = load_segmenter_for_inference(checkpoint, device)
     if options.compile or options.fused_attention:
         from alos2fm.models.speed import apply_speed_options
 
         apply_speed_options(model, options.fused_attention, options.compile)
-    # Generic names (a dB raster's DB1) are no polarisations a reader could look up: such a
-    # model opens the product whole and takes its bands by position (``_band_indices``).
-    bands = bands_to_open(meta.bands)
-    product = source = open_product(product_path, kind=kind, bands=bands, nodata=nodata)
-    validate_product(source)
+    product, source = open_for_model(product_path, meta, checkpoint, kind=kind, nodata=nodata)
     out = Path(out)
     inputs = [Path(product_path), Path(checkpoint)]
-    claim_files(output_paths(out, options), "predict", inputs=inputs, overwrite=options.overwrite)
+    try:
+        outputs = output_paths(out, options)
+        claim_files(outputs, "predict", inputs=inputs, overwrite=options.overwrite)
+        return predict_product(product, model, meta, out, options)
+    finally:
+        if callable(close := getattr(source, "close", None)):  # GeoTIFF readers hold a file
+            close()
+
+
+def open_for_model(
+    product_path: str | Path,
+    meta: InferenceMeta,
+    checkpoint: str | Path,
+    *,
+    kind: str | None = None,
+    nodata: float | None = None,
+) -> tuple[Product, Product]:
+    """The product as the model was trained on it: the model's bands (generic names such
+    as a dB raster's DB1 open the product whole and are taken by position), checked as
+    valid backscatter, with the training data's multilook and speckle filter repeated.
+    Returns (what to predict on, the reader to close)."""
+    from alos2fm.data.recipe import Preprocessing
+    from alos2fm.products import open_product, validate_product
+
+    bands = bands_to_open(meta.bands)
+    source = open_product(product_path, kind=kind, bands=bands, nodata=nodata)
+    validate_product(source)
     if meta.preprocessing is None:
         log.warning(
             "%s does not record the training data's preprocessing: the product is used as "
             "read (no multilook, no speckle filter)",
             checkpoint,
         )
-    else:
-        product = Preprocessing.from_dict(meta.preprocessing).apply(source)
-    try:
-        return predict_product(product, model, meta, out, options)
-    finally:
-        if callable(close := getattr(source, "close", None)):  # GeoTIFF readers hold a file
-            close()
+        return source, source
+    return Preprocessing.from_dict(meta.preprocessing).apply(source), source

@@ -1,0 +1,157 @@
+"""Fuse the scenes' probabilities onto the region's grid, one block at a time.
+
+For each block of the region grid, every scene whose footprint meets it is reprojected
+there (its stored probabilities and its edge weights, bilinear, through GDAL's warper),
+and the class probabilities are averaged with those weights: where scenes overlap, each
+counts most far from its edges and the seam disappears; where they disagree, the fused
+probability of the winning class (the confidence layer) drops. Never "last wins". A
+block's memory is classes x block² floats, whatever the number and size of the scenes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alos2fm.evaluation.region.grid import RegionGrid, scene_bounds
+from alos2fm.evaluation.region.scenes import NO_DATA, QUANT
+from alos2fm.products.base import RasterGrid, Window
+
+BLOCK = 1024  # region pixels fused at a time (a multiple of the GeoTIFF's 256 px tiles)
+
+
+@dataclass
+class StoredScene:
+    """A scene's stored probabilities and weights, and where it lies on the region."""
+
+    folder: Path
+    grid: RasterGrid
+    coarse: int
+    bounds: tuple[float, float, float, float]  # in the region's CRS
+
+    @classmethod
+    def open(cls, folder: Path, region_crs: str) -> StoredScene:
+        from affine import Affine
+        from rasterio.crs import CRS
+
+        record = json.loads((folder / "scene.json").read_text())
+        grid = RasterGrid(
+            record["height"], record["width"], CRS.from_user_input(record["crs"]),
+            Affine(*record["transform"]),
+        )  # fmt: skip
+        return cls(folder, grid, record["coarse"], scene_bounds(grid, region_crs))
+
+    def meets(self, bounds: tuple[float, float, float, float]) -> bool:
+        left, bottom, right, top = bounds
+        return not (
+            self.bounds[2] <= left
+            or self.bounds[0] >= right
+            or self.bounds[3] <= bottom
+            or self.bounds[1] >= top
+        )
+
+    def source_window(self, bounds: tuple[float, float, float, float], crs: str) -> Window | None:
+        """The scene pixels under ``bounds`` (region CRS), with a margin for bilinear."""
+        from rasterio.warp import transform_bounds
+
+        left, bottom, right, top = transform_bounds(crs, self.grid.crs, *bounds, densify_pts=5)
+        inverse = ~self.grid.transform
+        corners = [inverse * (x, y) for x in (left, right) for y in (bottom, top)]
+        cols, rows = [c[0] for c in corners], [c[1] for c in corners]
+        col0, col1 = (
+            max(0, int(np.floor(min(cols))) - 2),
+            min(self.grid.width, int(np.ceil(max(cols))) + 2),
+        )
+        row0, row1 = (
+            max(0, int(np.floor(min(rows))) - 2),
+            min(self.grid.height, int(np.ceil(max(rows))) + 2),
+        )
+        if col1 <= col0 or row1 <= row0:
+            return None
+        return Window(row0, col0, row1 - row0, col1 - col0)
+
+
+def fuse_block(
+    region: RegionGrid, window: Window, scenes: Sequence[StoredScene], classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(classes uint8, confidence uint8 percent) of one block; 255 where no scene has data."""
+    import zarr
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    bounds = region.window_bounds(window)
+    dst_transform = region.transform * Affine.translation(window.col, window.row)
+    total = np.zeros((classes, window.height, window.width), np.float32)
+    weight_sum = np.zeros((window.height, window.width), np.float32)
+    for scene in scenes:
+        if not scene.meets(bounds):
+            continue
+        source = scene.source_window(bounds, region.crs)
+        if source is None:
+            continue
+        stored = zarr.open_array(str(scene.folder / "probs.zarr"), mode="r")[
+            :, source.row : source.row + source.height, source.col : source.col + source.width
+        ]
+        probs = stored.astype(np.float32) / QUANT
+        probs[:, stored[0] == NO_DATA] = np.nan
+        warped = np.full((classes, window.height, window.width), np.nan, np.float32)
+        reproject(
+            probs,
+            warped,
+            src_transform=scene.grid.transform * Affine.translation(source.col, source.row),
+            src_crs=scene.grid.crs,
+            src_nodata=np.nan,
+            dst_transform=dst_transform,
+            dst_crs=region.crs,
+            dst_nodata=np.nan,
+            resampling=Resampling.bilinear,
+        )
+        weights = _warped_weights(scene, source, dst_transform, region.crs, window)
+        covered = ~np.isnan(warped[0])
+        weights = np.where(covered, weights, 0.0).astype(np.float32)
+        total += np.nan_to_num(warped) * weights
+        weight_sum += weights
+    fused = total / np.maximum(weight_sum, 1e-12)
+    mapped = weight_sum > 0
+    labels = np.where(mapped, fused.argmax(axis=0), NO_DATA).astype(np.uint8)
+    percent = np.where(mapped, np.rint(fused.max(axis=0) * 100), NO_DATA).astype(np.uint8)
+    return labels, percent
+
+
+def _warped_weights(
+    scene: StoredScene, source: Window, dst_transform: Any, dst_crs: str, window: Window
+) -> np.ndarray:
+    """The scene's coarse edge weights under the block, reprojected (bilinear)."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    coarse = np.load(scene.folder / "weights.npy", mmap_mode="r")
+    k = scene.coarse
+    row0, col0 = source.row // k, source.col // k
+    row1 = min(coarse.shape[0], -(-(source.row + source.height) // k) + 1)
+    col1 = min(coarse.shape[1], -(-(source.col + source.width) // k) + 1)
+    part = np.ascontiguousarray(coarse[row0:row1, col0:col1], dtype=np.float32)
+    out = np.zeros((window.height, window.width), np.float32)
+    reproject(
+        part,
+        out,
+        src_transform=scene.grid.transform * Affine.scale(k) * Affine.translation(col0, row0),
+        src_crs=scene.grid.crs,
+        dst_transform=dst_transform,
+        dst_crs=dst_crs,
+        resampling=Resampling.bilinear,
+    )
+    return np.maximum(out, 1e-3)  # every covering scene counts a little, even at its edge
+
+
+def blocks_in(part: Window, side: int = BLOCK) -> Iterator[Window]:
+    """The blocks of a file part of the region, row by row, in region pixels."""
+    for row in range(part.row, part.row + part.height, side):
+        for col in range(part.col, part.col + part.width, side):
+            height = min(side, part.row + part.height - row)
+            yield Window(row, col, height, min(side, part.col + part.width - col))

@@ -1,0 +1,158 @@
+"""Writing the fused region: tiled GeoTIFFs block by block, then Cloud-Optimized GeoTIFFs
+(predict's writer), and a VRT over file tiles when the region is split."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alos2fm.atomic import atomic_path
+from alos2fm.evaluation.region.grid import RegionGrid
+from alos2fm.products.base import Window
+
+NODATA = 255
+TIFF_BLOCK = 256
+
+
+class FusedWriter:
+    """The map and confidence files of one part of the region (a whole region, or one file
+    tile of it), written block by block into tiled GeoTIFFs and made COGs on exit."""
+
+    def __init__(
+        self,
+        folder: Path,
+        region: RegionGrid,
+        part: Window,
+        names: Sequence[str],
+        colours: Sequence[Sequence[int]],
+        tags: dict[str, str],
+        suffix: str = "",
+    ):
+        self.folder, self.part, self.suffix = folder, part, suffix
+        self.region, self.names, self.colours, self.tags = region, names, colours, tags
+        self._files: dict[str, Any] = {}
+        self._done: dict[str, Path] = {}
+
+    def __enter__(self) -> FusedWriter:
+        import rasterio
+        from affine import Affine
+
+        profile = {
+            "driver": "GTiff",
+            "dtype": "uint8",
+            "count": 1,
+            "height": self.part.height,
+            "width": self.part.width,
+            "crs": self.region.crs,
+            "transform": self.region.transform * Affine.translation(self.part.col, self.part.row),
+            "nodata": NODATA,
+            "tiled": True,
+            "blockxsize": TIFF_BLOCK,
+            "blockysize": TIFF_BLOCK,
+            "compress": "deflate",
+            "BIGTIFF": "IF_SAFER",
+        }
+        for kind in ("map", "confidence"):
+            self._files[kind] = rasterio.open(self._tiled(kind), "w", **profile)
+        classes = self._files["map"]
+        classes.write_colormap(
+            1, {k: (*c[:3], 255) for k, c in enumerate(self.colours)} | {NODATA: (0, 0, 0, 0)}
+        )
+        classes.update_tags(**{f"CLASS_{k}": n for k, n in enumerate(self.names)}, **self.tags)
+        classes.set_band_description(1, "land-cover class")
+        confidence = self._files["confidence"]
+        confidence.update_tags(**self.tags)
+        confidence.set_band_description(1, "fused probability of the class, percent")
+        return self
+
+    def write(self, block: Window, labels: np.ndarray, percent: np.ndarray) -> None:
+        from rasterio.windows import Window as RioWindow
+
+        window = RioWindow(
+            block.col - self.part.col, block.row - self.part.row, block.width, block.height
+        )
+        self._files["map"].write(labels, 1, window=window)
+        self._files["confidence"].write(percent, 1, window=window)
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        from alos2fm.evaluation.predict import write_cog
+
+        for file in self._files.values():
+            file.close()
+        try:
+            if kind is None:
+                for name in self._files:
+                    target = self.folder / f"{name}{self.suffix}.tif"
+                    write_cog(self._tiled(name), target)
+                    self._done[name] = target
+        finally:
+            for name in self._files:
+                self._tiled(name).unlink(missing_ok=True)
+
+    def finished(self) -> dict[str, Path]:
+        return dict(self._done)
+
+    def _tiled(self, kind: str) -> Path:
+        return self.folder / f".{kind}{self.suffix}.tiled.tif"
+
+
+def write_vrt(path: Path, tiles: Sequence[Path], region: RegionGrid) -> Path:
+    """A VRT mosaicking file tiles of the region (same CRS and pixel), written atomically."""
+    import rasterio
+    from rasterio.crs import CRS
+
+    sources = []
+    colours = ""
+    for tile in tiles:
+        with rasterio.open(tile) as src:
+            col = round((src.transform.c - region.left) / region.resolution)
+            row = round((region.top - src.transform.f) / region.resolution)
+            size = f'xSize="{src.width}" ySize="{src.height}"'
+            sources.append(
+                "    <SimpleSource>\n"
+                f'      <SourceFilename relativeToVRT="1">{tile.parent.name}/{tile.name}'
+                "</SourceFilename>\n"
+                "      <SourceBand>1</SourceBand>\n"
+                f'      <SrcRect xOff="0" yOff="0" {size}/>\n'
+                f'      <DstRect xOff="{col}" yOff="{row}" {size}/>\n'
+                "    </SimpleSource>\n"
+            )
+            if not colours:
+                try:
+                    table = src.colormap(1)
+                except ValueError:  # the confidence has no colour table
+                    table = {}
+                entries = "".join(
+                    f'      <Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>\n'
+                    for _, (r, g, b, a) in sorted(table.items())
+                )
+                colours = (
+                    "    <ColorInterp>Palette</ColorInterp>\n"
+                    f"    <ColorTable>\n{entries}    </ColorTable>\n"
+                    if table
+                    else "    <ColorInterp>Gray</ColorInterp>\n"
+                )
+    # A full 256-entry table would be needed to be exact; GDAL pads a shorter one.
+    t = region.transform
+    text = (
+        f'<VRTDataset rasterXSize="{region.width}" rasterYSize="{region.height}">\n'
+        f"  <SRS>{_escape(CRS.from_user_input(region.crs).to_wkt())}</SRS>\n"
+        f"  <GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}</GeoTransform>\n"
+        '  <VRTRasterBand dataType="Byte" band="1">\n'
+        f"    <NoDataValue>{NODATA}</NoDataValue>\n"
+        f"{colours}{''.join(sources)}"
+        "  </VRTRasterBand>\n"
+        "</VRTDataset>\n"
+    )
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def _escape(text: str) -> str:
+    from xml.sax.saxutils import escape
+
+    return escape(text)

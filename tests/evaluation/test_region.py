@@ -1,0 +1,179 @@
+"""``alos2fm map``: overlapping scenes fused into one map (seams, disagreement, resume,
+UTM zones, file tiles, a two-worker Dask cluster, names for GIS tools)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from affine import Affine
+
+from alos2fm.evaluation import predict
+from alos2fm.evaluation.region import map_config, run_map
+from alos2fm.evaluation.region.scenes import _model
+from tests.evaluation.test_predict import MEAN_DB, Pointwise, _meta, _scene
+from tests.products.rasters import write_tif
+
+PIXEL = 3.0
+LEFT, TOP = 380001.0, 3950001.0  # on whole pixels from the CRS origin, as the map grid is
+
+
+def _crop(folder: Path, name: str, db: np.ndarray, col0: int, col1: int) -> Path:
+    """Columns col0..col1 of ``db`` as a GeoTIFF on the scene's own 3 m UTM grid."""
+    transform = Affine(PIXEL, 0, LEFT + col0 * PIXEL, 0, -PIXEL, TOP)
+    return write_tif(folder / f"{name}.tif", db[:, :, col0:col1], transform=transform)
+
+
+@pytest.fixture
+def pointwise(monkeypatch, tmp_path):
+    """Maps made by a model without spatial context: overlapping scenes agree exactly."""
+    meta = _meta(patch_size=32)
+
+    def load(checkpoint, device="cpu"):
+        return Pointwise().eval(), meta
+
+    monkeypatch.setattr(predict, "load_segmenter_for_inference", load)
+    _model.cache_clear()
+    checkpoint = tmp_path / "pointwise.ckpt"
+    checkpoint.write_bytes(b"model 1")
+    yield checkpoint
+    _model.cache_clear()
+
+
+def _map(products, checkpoint, out, **options):
+    options = {"crs": "EPSG:32654", "resolution": PIXEL, "progress": False} | options
+    return run_map(map_config(products=products, checkpoint=checkpoint, out=out, **options))
+
+
+def _read(path: Path) -> tuple[np.ndarray, Affine]:
+    with rasterio.open(path) as src:
+        return src.read(1), src.transform
+
+
+def test_two_scenes_that_agree_leave_no_seam(pointwise, tmp_path):
+    db = _scene(64, 160)
+    whole = _crop(tmp_path, "whole", db, 0, 160)
+    left, right = _crop(tmp_path, "a", db, 0, 100), _crop(tmp_path, "b", db, 60, 160)
+    fused = _map([left, right], pointwise, tmp_path / "fused")
+    single = _map([whole], pointwise, tmp_path / "single")
+    got, transform = _read(fused.map_path)
+    want, want_transform = _read(single.map_path)
+    assert transform == want_transform and got.shape == want.shape == (64, 160)
+    np.testing.assert_array_equal(got, want)  # no class changes where one scene ends
+    np.testing.assert_array_equal(_read(fused.confidence_path)[0], _read(single.confidence_path)[0])
+    assert (got != 255).all() and len(np.unique(got)) == 3
+
+
+def test_where_scenes_disagree_the_confidence_says_so(pointwise, tmp_path):
+    db = np.full((1, 48, 160), MEAN_DB + 2.0, np.float32)  # class 2 (rice), confidently
+    other = db.copy()
+    other[:, :, 60:100] = MEAN_DB - 2.0  # the second pass sees class 0 in the overlap
+    a = _crop(tmp_path, "a", db, 0, 100)
+    b = _crop(tmp_path, "b", other, 60, 160)
+    result = _map([a, b], pointwise, tmp_path / "out")
+    confidence, _ = _read(result.confidence_path)
+    alone = np.r_[confidence[:, :50].ravel(), confidence[:, 110:].ravel()]
+    overlap = confidence[:, 75:85].ravel()
+    assert alone.min() > 60 and overlap.max() < alone.min() - 20
+
+
+def test_scenes_in_two_utm_zones_share_the_equal_area_grid(pointwise, tmp_path):
+    db = _scene(40, 40)
+    # Both sides of the 138° E meridian between zones 53 and 54, near 35.7° N.
+    a = write_tif(
+        tmp_path / "z53.tif", db, crs="EPSG:32653", transform=Affine(30, 0, 771000, 0, -30, 3955000)
+    )
+    b = write_tif(tmp_path / "z54.tif", db, crs="EPSG:32654",
+                  transform=Affine(30, 0, 229000, 0, -30, 3955000))  # fmt: skip
+    result = run_map(
+        map_config(products=[a, b], checkpoint=pointwise, out=tmp_path / "out", progress=False)
+    )
+    with rasterio.open(result.map_path) as src:
+        assert "laea" in src.crs.to_proj4() and "lon_0=138" in src.crs.to_proj4()
+        assert src.res[0] == pytest.approx(30, rel=0.01)
+        classes = src.read(1)
+        tags = src.tags()
+    assert (classes != 255).sum() > 1.5 * 40 * 40  # both scenes, side by side
+    scenes = json.loads(tags["SOURCE_SCENES"])
+    assert [s["scene"] for s in scenes] == ["z53", "z54"]
+    assert tags["CHECKPOINT"].startswith("pointwise.ckpt sha256:")
+
+
+def test_a_rerun_reuses_finished_scenes_by_identity(pointwise, tmp_path):
+    db = _scene(48, 120)
+    a, b = _crop(tmp_path, "a", db, 0, 70), _crop(tmp_path, "b", db, 50, 120)
+    out = tmp_path / "out"
+    first = _map([a, b], pointwise, out)
+    assert [s.status for s in first.scenes] == ["mapped", "mapped"]
+    # A run killed while mapping b: its folder half-built, a's finished.
+    shutil.rmtree(out / "scenes" / "b")
+    (out / "scenes" / ".b.partial").mkdir()
+    again = _map([a, b], pointwise, out)
+    assert [s.status for s in again.scenes] == ["reused", "mapped"]
+    np.testing.assert_array_equal(_read(again.map_path)[0], _read(first.map_path)[0])
+    pointwise.write_bytes(b"model 2")  # another checkpoint: nothing is reused
+    _model.cache_clear()
+    assert [s.status for s in _map([a, b], pointwise, out).scenes] == ["mapped", "mapped"]
+    csv = (out / "scenes.csv").read_text().splitlines()
+    assert csv[0].startswith("name,product,status,seconds,valid_pixels,mean_confidence")
+
+
+def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path):
+    db = _scene(300, 600)
+    product = _crop(tmp_path, "big", db, 0, 600)
+    whole = _map([product], pointwise, tmp_path / "whole")
+    tiled = _map([product], pointwise, tmp_path / "tiled", file_side=256)
+    assert (
+        tiled.map_path.name == "map.vrt"
+        and len(list((tmp_path / "tiled/map_tiles").iterdir())) == 6
+    )
+    got, transform = _read(tiled.map_path)
+    want, want_transform = _read(whole.map_path)
+    assert transform == want_transform
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(_read(tiled.confidence_path)[0], _read(whole.confidence_path)[0])
+
+
+def test_class_names_reach_gis_tools(pointwise, tmp_path):
+    product = _crop(tmp_path, "a", _scene(40, 40), 0, 40)
+    result = _map([product], pointwise, tmp_path / "out")
+    aux = ElementTree.parse(str(result.map_path) + ".aux.xml")
+    assert [c.text for c in aux.iter("Category")] == ["water", "urban", "rice"]
+    style = ElementTree.parse(result.map_path.with_suffix(".qml"))
+    entries = [(e.get("value"), e.get("label")) for e in style.iter("paletteEntry")]
+    assert entries == [("0", "water"), ("1", "urban"), ("2", "rice")]
+    with rasterio.open(result.map_path) as src:  # the colour table GIS tools paint with
+        assert src.colormap(1)[2][:3] == tuple(_meta().class_colours[2])
+    assert (tmp_path / "out" / "map.png").exists()
+    config = (tmp_path / "out" / "config.yaml").read_text()
+    assert "grid:" in config and "resolution: 3.0" in config
+
+
+def test_two_dask_workers_make_the_same_map(tmp_path):
+    from distributed import LocalCluster
+
+    from alos2fm.evaluation.predict import save_inference_checkpoint
+    from alos2fm.models.segmenter import build_segmenter
+    from tests.tiny_models import TINY_SEGMENTER
+
+    torch.manual_seed(0)
+    checkpoint = save_inference_checkpoint(
+        build_segmenter(TINY_SEGMENTER), _meta(model=TINY_SEGMENTER), tmp_path / "best.ckpt"
+    )
+    db = _scene(64, 96)
+    products = [_crop(tmp_path, "a", db, 0, 64), _crop(tmp_path, "b", db, 32, 96)]
+    here = _map(products, checkpoint, tmp_path / "here")
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        there = _map(
+            products, checkpoint, tmp_path / "there", dask_scheduler=cluster.scheduler_address
+        )
+    np.testing.assert_array_equal(_read(there.map_path)[0], _read(here.map_path)[0])
+    assert [s.status for s in there.scenes] == ["mapped", "mapped"]
