@@ -82,6 +82,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     )
     w["encoder_file"] = pretrain / "encoder.safetensors"
     w["weights"] = _authors_weights(root / "authors_simmim.pth")
+    w["map"] = root / "maps" / "map.tif"
+    _ok("predict", str(scene.product), "--checkpoint", str(w["checkpoint"]), "--out",
+        str(w["map"]), "--no-progress")  # fmt: skip
     # Bad inputs: empty, truncated, of the wrong kind.
     bad = root / "bad"
     bad.mkdir()
@@ -317,6 +320,19 @@ COMMANDS: dict[str, tuple[str, Command]] = {
             "--no-progress",
         ],
     ),
+    "assess": (
+        "map",
+        lambda w, src, out: [
+            "assess",
+            str(src),
+            "--sample",
+            "20",
+            "--min-per-class",
+            "1",
+            "--out",
+            str(out / "samples.gpkg"),
+        ],
+    ),
     "predict-checkpoint": (
         "checkpoint",
         lambda w, src, out: [
@@ -389,6 +405,12 @@ BAD_INPUTS = {
         "truncated": "truncated.pth",
         "wrong kind": "notes.pth",
     },
+    "map": {
+        "missing": "missing.tif",
+        "empty": "empty.tif",
+        "truncated": "truncated.tif",
+        "wrong kind": "notes.tif",
+    },
     "encoder": {
         "missing": "missing.safetensors",
         "empty": "empty.safetensors",
@@ -415,7 +437,8 @@ def test_a_bad_input_is_refused_in_one_line_and_nothing_is_touched(world, comman
 
 # --- outputs --------------------------------------------------------------------------------
 
-FOLDER_COMMANDS = [c for c in COMMANDS if c not in ("info", "predict", "predict-checkpoint")]
+FILE_COMMANDS = ("info", "predict", "predict-checkpoint", "assess")  # no folder of their own
+FOLDER_COMMANDS = [c for c in COMMANDS if c not in FILE_COMMANDS]
 
 
 def _good_source(world: dict[str, Path], command: str) -> Path:

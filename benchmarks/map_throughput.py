@@ -1,0 +1,199 @@
+"""Cost of ``alos2fm map`` over single-scene ``predict`` runs, its memory, its Dask scaling;
+prints JSON.
+
+Scenes: ``--scenes`` synthetic dB GeoTIFFs of ``--size`` px (20 m pixels), overlapping by
+half a scene along a row that crosses from UTM zone 53 into 54, and a tiny Swin
+segmenter (random weights: what is timed is the pipeline, not the map's quality).
+
+- ``fuse_ratio`` = (sum of one ``alos2fm predict`` per scene) / ``alos2fm map`` of all of
+  them, each in a fresh process (goal: >= 0.9, i.e. fusing costs at most 10 %); and
+  ``fuse_ratio_net``, the same with each process's start (importing torch, rasterio and
+  alos2fm, measured here) taken off, since map starts once and the predicts N times;
+- ``peak_rss_ratio`` = peak RSS of ``map`` at ``--scenes`` / at 2 scenes (goal: <= 1.2);
+- ``dask_speedup`` = ``map`` on a one-worker / two-worker ``LocalCluster`` (on 2 cores,
+  the ceiling is 2).
+
+Run: ``python benchmarks/map_throughput.py --scenes 8 --size 1024``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GIB = 2**30
+TINY = {
+    "encoder": {
+        "arch": "swin_tiny",
+        "in_chans": 1,
+        "img_size": 64,
+        "window_size": 4,
+        "ape": True,
+        "embed_dim": 24,
+        "depths": [1, 1, 2, 1],
+        "num_heads": [1, 2, 4, 8],
+    },
+    "num_classes": 9,
+    "decoder_channels": 32,
+}
+
+
+def write_scenes(folder: Path, count: int, size: int) -> list[Path]:
+    """``count`` dB scenes along one row at 35.7° N, half-overlapping, across 138° E."""
+    import rasterio
+    from affine import Affine
+    from rasterio.warp import transform
+
+    rng = np.random.default_rng(0)
+    paths = []
+    step_m = size * 20 / 2
+    for i in range(count):
+        # Scene i's left edge in degrees east, then in its own UTM zone.
+        x_lon = 137.9 + i * step_m / 90000
+        zone = 53 if x_lon < 138 else 54
+        crs = f"EPSG:326{zone}"
+        (x,), (y,) = transform("EPSG:4326", crs, [x_lon], [35.7])
+        yy, xx = np.mgrid[0:size, 0:size]
+        db = -12 + 6 * np.sin(yy / 40) * np.cos(xx / 55) + rng.normal(0, 1.5, (size, size))
+        path = folder / f"scene_{i:02d}.tif"
+        profile = dict(driver="GTiff", dtype="float32", count=1, height=size, width=size,
+                       crs=crs, transform=Affine(20, 0, round(x), 0, -20, round(y)),
+                       tiled=True, blockxsize=256, blockysize=256)  # fmt: skip
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(db[None].astype(np.float32))
+        paths.append(path)
+    return paths
+
+
+def write_checkpoint(path: Path) -> Path:
+    import torch
+
+    from alos2fm.evaluation.predict import InferenceMeta, save_inference_checkpoint
+    from alos2fm.models.segmenter import build_segmenter
+
+    torch.manual_seed(0)
+    names = tuple(f"class_{k}" for k in range(TINY["num_classes"]))
+    meta = InferenceMeta(
+        model=TINY,
+        bands=("DB1",),
+        mean_db=(-12.0,),
+        std_db=(5.0,),
+        class_names=names,
+        class_colours=tuple((20 * k, 255 - 20 * k, 128) for k in range(len(names))),
+        patch_size=64,
+    )
+    return save_inference_checkpoint(build_segmenter(TINY).eval(), meta, path)
+
+
+def run(command: list[str]) -> dict:
+    """Wall time and the peak RSS (largest process, via a wrapper) of ``alos2fm ...``."""
+    wrapper = (
+        "import resource, subprocess, sys, json;"
+        "rc = subprocess.run(sys.argv[1:]).returncode;"
+        "print(json.dumps({'rc': rc, 'maxrss_kib': "
+        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, "-m", "alos2fm", *command],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    seconds = time.perf_counter() - started
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0:
+        raise SystemExit(f"alos2fm {command[0]} failed: {done.stderr[-500:]}")
+    return {"seconds": round(seconds, 2), "peak_gib": round(result["maxrss_kib"] * 1024 / GIB, 3)}
+
+
+def startup_seconds(repeats: int = 3) -> float:
+    """What starting a command costs before it reads anything: the fastest of a few."""
+    code = "import torch, rasterio, alos2fm.evaluation.predict, alos2fm.evaluation.region"
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def map_command(paths: list[Path], checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    shutil.rmtree(out, ignore_errors=True)
+    return ["map", *map(str, paths), "--checkpoint", str(checkpoint), "--out", str(out),
+            "--no-progress", *extra]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="alos2fm-map-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    paths = write_scenes(work, args.scenes, args.size)
+    checkpoint = write_checkpoint(work / "tiny.ckpt")
+
+    predicts = []
+    for path in paths:
+        target = work / "predict" / f"{path.stem}.tif"
+        shutil.rmtree(target.parent, ignore_errors=True)
+        predicts.append(run(["predict", str(path), "--checkpoint", str(checkpoint),
+                             "--out", str(target), "--no-progress", "--no-quicklook"]))  # fmt: skip
+    all_scenes = run(map_command(paths, checkpoint, work / "map"))
+    two_scenes = run(map_command(paths[:2], checkpoint, work / "map2"))
+
+    from distributed import LocalCluster
+
+    dask = {}
+    for workers in (1, 2):
+        with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as c:
+            dask[workers] = run(
+                map_command(
+                    paths,
+                    checkpoint,
+                    work / f"dask{workers}",
+                    "--dask-scheduler",
+                    c.scheduler_address,
+                )  # fmt: skip
+            )
+    predict_total = sum(p["seconds"] for p in predicts)
+    start = startup_seconds()
+    net = (predict_total - start * len(predicts)) / (all_scenes["seconds"] - start)
+    print(
+        json.dumps(
+            {
+                "scenes": args.scenes,
+                "size": args.size,
+                "cpu_count": os.cpu_count(),
+                "predict_sum_s": round(predict_total, 2),
+                "map_s": all_scenes["seconds"],
+                "fuse_ratio": round(predict_total / all_scenes["seconds"], 3),
+                "process_start_s": round(start, 2),
+                "fuse_ratio_net": round(net, 3),
+                "peak_rss_gib": {
+                    "2": two_scenes["peak_gib"],
+                    str(args.scenes): all_scenes["peak_gib"],
+                },
+                "peak_rss_ratio": round(all_scenes["peak_gib"] / two_scenes["peak_gib"], 3),
+                "dask_s": {str(k): v["seconds"] for k, v in dask.items()},
+                "dask_speedup": round(dask[1]["seconds"] / dask[2]["seconds"], 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
