@@ -210,3 +210,10 @@ def test_prepare_with_own_labels_and_class_table(monkeypatch, capfd, tmp_path):
     assert list(stats["class_names"]) == ["Not water", "Water"]
     config = (out / "config.yaml").read_text()
     assert "classes: water_mask" in config and "mask.tif" in config
+
+
+def test_version_is_printed(monkeypatch, capfd):
+    from alos2fm import __version__
+
+    assert run_cli(monkeypatch, "--version") == 0
+    assert capfd.readouterr().out.strip() == f"alos2fm {__version__}"

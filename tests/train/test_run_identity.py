@@ -80,3 +80,18 @@ def test_R5_lr_sweep_reuses_a_run_only_if_it_was_made_from_the_same_inputs(tiny_
     other = make_store(tmp_path / "other", n_train=20)
     with pytest.raises(IdentityError, match=r"dataset\."):
         run_lr_sweep(_cfg(), other, sweep, [3e-2])
+
+
+def test_a_window_sampling_that_cannot_act_is_said(tiny_store, tmp_path, caplog):
+    """cpu-tiny-seg samples labelled 64 px windows; the tiny store's patches are 64 px: the
+    sampling would change nothing, and the run says so instead of claiming it."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="alos2fm"):
+        run_finetune(_cfg(), tiny_store, tmp_path / "run")
+    notes = [r.getMessage() for r in caplog.records if "cannot act" in r.getMessage()]
+    assert notes and "data.sampling=labelled" in notes[0] and "--patch-size 128" in notes[0]
+    from alos2fm.train.augment import sampling_cannot_act
+
+    assert sampling_cannot_act("labelled", 128, 64) is None
+    assert sampling_cannot_act("uniform", 64, 64) is None

@@ -62,6 +62,19 @@ def sample_windows(
     return out
 
 
+def sampling_cannot_act(sampling: str, patch: int, window: int) -> str | None:
+    """Why a chosen window sampling would change nothing (patches as small as the window:
+    every step sees the stored patches as they are), or None."""
+    if sampling == "uniform" or patch > window:
+        return None
+    return (
+        f"data.sampling={sampling} cannot act: the dataset's {patch} px patches are the "
+        f"model's {window} px windows, so every step sees the same fixed windows (prepare "
+        f"larger patches, e.g. --patch-size {2 * window} --stride {window}, or set "
+        f"data.sampling=uniform to say so)"
+    )
+
+
 def window_origins(
     label: Tensor | None, count: int, shape: tuple[int, int], size: int, sampling: str
 ) -> tuple[Tensor, Tensor]:

@@ -28,7 +28,7 @@ from alos2fm.data.store import IGNORE_INDEX
 from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.outputs import claim_folder
-from alos2fm.train.augment import augment
+from alos2fm.train.augment import augment, sampling_cannot_act
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
 from alos2fm.train.engine import CHECKPOINTS, build_trainer, quiet_third_party, seed_run
@@ -261,7 +261,9 @@ def _finetune(
     )
 
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
-    check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    patch = check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    if (note := sampling_cannot_act(cfg.data.sampling, patch, cfg.model.img_size)) is not None:
+        log.warning(note)
     if last is None:  # a resumed run keeps the config it was started with
         save_config(cfg, out / "config.yaml")
     seed_run(cfg.seed)

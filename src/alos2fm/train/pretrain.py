@@ -206,9 +206,10 @@ def export_encoder(
 # --- entry point -------------------------------------------------------------------------
 
 
-def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> None:
+def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> int:
     """The encoder's channels must match the dataset's bands, and its input fit in a patch:
-    larger patches give a random window every step (and are evaluated tile by tile)."""
+    larger patches give a random window every step (and are evaluated tile by tile).
+    Returns the patch size."""
     from alos2fm.data.store import open_patch_arrays
 
     patch = open_patch_arrays(dm.root).images.shape[-1]
@@ -220,6 +221,7 @@ def check_data_fits_model(dm: PatchDataModule, in_chans: int, img_size: int) -> 
             dm.root,
             f"--set model.in_chans={len(bands)} --set model.img_size={patch}, or another preset",
         )
+    return patch
 
 
 def run_pretrain(cfg: PretrainConfig, data: Path, out: Path, resume: bool = False) -> Path:
