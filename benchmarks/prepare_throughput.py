@@ -6,8 +6,11 @@ For a synthetic uint16 scene of ``--size`` x ``--size`` pixels (default 20000):
   256 px windows prepare cuts) and writes the same bytes to an uncompressed tiled
   GeoTIFF, in a fresh process like prepare: the cost of touching the data at all.
 - ``prepare_s``: ``alos2fm prepare`` on the same scene in a fresh process with
-  ``--workers`` (default 2), ``--max-nodata 1`` so that it writes every window, as the
-  floor does; no land cover unless ``--with-labels``.
+  ``--workers`` (default 2), ``--max-nodata 1``, one split and no buffer (this script's
+  ``--split-fractions 1,0,0 --buffer 0``) so that it writes every window, as the floor
+  does; no land cover unless ``--with-labels``. ``--split-fractions 0.8,0.1,0.1 --buffer
+  256`` measures prepare's default split instead (patches across blocks are dropped, and
+  the staged shards that held them are copied rather than moved).
 - ``ratio_to_io_floor`` = io_floor_s / prepare_s (target >= 0.7), each the fastest of
   ``--repeats`` alternating runs (the machine may be shared); every run's time and the
   ratio of each floor/prepare pair are reported too.
@@ -17,6 +20,12 @@ For a synthetic uint16 scene of ``--size`` x ``--size`` pixels (default 20000):
 - ``random_access``: patches per second read through ``PatchDataset`` in random order,
   in the training sampler's order and from RAM, and the store's array files per 1000
   patches (one shard file holds 256 patches).
+
+``--national`` instead runs the national scenario: ``--national-scenes`` (default 40)
+synthetic 4096 px scenes (one scene written, copied with shifted georeferences) prepared
+on a Dask ``distributed.LocalCluster`` of 1 and then 2 worker processes (prepare's
+``--dask-scheduler`` path); it reports patches per second (and per worker), the scaling
+from 1 to 2 workers and the peak RSS of each worker process, sampled every 20 ms.
 
 Scenes are cached in ``--work-dir`` between runs. Run small sizes first, e.g.
 ``python benchmarks/prepare_throughput.py --size 4096 --small-size 2048``.
@@ -48,11 +57,23 @@ def main() -> None:
     parser.add_argument("--with-labels", action="store_true", help="also read land cover")
     parser.add_argument("--repeats", type=int, default=2, help="alternating floor/prepare runs")
     parser.add_argument(
+        "--buffer", type=int, default=0, help="prepare's split buffer, px (0: every window)"
+    )
+    parser.add_argument(
+        "--split-fractions", default="1,0,0", help="prepare's split (1,0,0: every window)"
+    )
+    parser.add_argument("--national", action="store_true", help="the national scenario")
+    parser.add_argument("--national-scenes", type=int, default=40)
+    parser.add_argument("--national-size", type=int, default=4096)
+    parser.add_argument(
         "--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "alos2fm-bench"
     )
     args = parser.parse_args()
     small = args.small_size or args.size // 2
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if args.national:
+        print(json.dumps(national(args), indent=2))
+        return
 
     large_scene = synthetic_scene(args.work_dir, args.size)
     # The machine is shared: floor and prepare alternate, and each keeps its fastest run.
@@ -164,6 +185,10 @@ def run_prepare(scene, args, out: Path) -> dict:
         str(args.patch_size),
         "--max-nodata",
         "1",
+        "--buffer",
+        str(args.buffer),
+        "--split-fractions",
+        args.split_fractions,
         "--no-progress",
     ]
     if args.with_labels:
@@ -171,8 +196,75 @@ def run_prepare(scene, args, out: Path) -> dict:
     return _monitored(command)
 
 
-def _monitored(command: list[str]) -> dict:
-    """Run ``command`` in a fresh process; wall time and peak memory of it and its children."""
+def national(args) -> dict:
+    """Many scenes on a Dask cluster of 1, then 2 worker processes (see the module)."""
+    import pandas as pd
+    from distributed import Client, LocalCluster
+
+    products = national_scenes(args.work_dir, args.national_scenes, args.national_size)
+    runs = {}
+    for workers in (1, 2):
+        out = args.work_dir / f"national-out-{workers}"
+        shutil.rmtree(out, ignore_errors=True)
+        with (
+            LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            pids = list(client.run(os.getpid).values())
+            command = [sys.executable, "-m", "alos2fm.cli", "prepare", *map(str, products)]
+            command += ["--out", str(out), "--dask-scheduler", cluster.scheduler_address]
+            command += ["--patch-size", str(args.patch_size), "--stride", str(args.patch_size)]
+            command += ["--max-nodata", "1", "--buffer", str(args.buffer), "--no-progress"]
+            command += ["--split-fractions", args.split_fractions]
+            run = _monitored(command, watch=pids)
+        patches = len(pd.read_parquet(out / "index.parquet"))
+        runs[workers] = {
+            "seconds": round(run["seconds"], 2),
+            "patches": patches,
+            "patches_per_s": round(patches / run["seconds"], 1),
+            "patches_per_s_per_worker": round(patches / run["seconds"] / workers, 1),
+            "peak_rss_gib_per_worker": run["watched_peak_gib"],
+            "peak_rss_gib_prepare_process": run["peak"]["largest_process_gib"],
+        }
+        shutil.rmtree(out, ignore_errors=True)
+    return {
+        "scenario": "national",
+        "scenes": len(products),
+        "scene_size": args.national_size,
+        "cpu_count": os.cpu_count(),
+        "runs_by_workers": runs,
+        "scaling_1_to_2_workers": round(runs[1]["seconds"] / runs[2]["seconds"], 3),
+    }
+
+
+def national_scenes(work_dir: Path, count: int, size: int) -> list[Path]:
+    """``count`` products: one synthetic scene, copied with its georeference shifted by a
+    scene width each, so that the scenes tile a region rather than overlap."""
+    import rasterio
+    from affine import Affine
+
+    scene = synthetic_scene(work_dir, size)
+    products = []
+    for k in range(count):
+        product = work_dir / f"national-{size}" / f"{k:03d}" / scene.product.name
+        if not product.exists():
+            product.parent.mkdir(parents=True, exist_ok=True)
+            tmp = product.with_name(f".{product.name}.tmp")
+            shutil.copyfile(scene.product, tmp)
+            with rasterio.open(tmp, "r+") as dst:
+                t = dst.transform
+                shift = (k % 8) * size * t.a, -(k // 8) * size * t.e
+                dst.transform = Affine(t.a, t.b, t.c + shift[0], t.d, t.e, t.f - shift[1])
+            os.replace(tmp, product)
+        products.append(product)
+    return products
+
+
+def _monitored(command: list[str], watch: list[int] = ()) -> dict:
+    """Run ``command`` in a fresh process; wall time and peak memory of it and its children,
+    and the peak RSS of each process in ``watch`` (e.g. Dask workers) meanwhile."""
     import psutil
 
     # A wrapper process reports ru_maxrss of the command and its children (RUSAGE_CHILDREN:
@@ -189,13 +281,16 @@ def _monitored(command: list[str]) -> dict:
         [sys.executable, "-c", wrapper, *command], stdout=subprocess.PIPE, text=True, env=env
     )
     watched = psutil.Process(proc.pid)
+    others = [psutil.Process(pid) for pid in watch]
     peak_total = 0
+    peaks = [0] * len(others)
     while proc.poll() is None:
         try:
             tree = [watched, *watched.children(recursive=True)]
             peak_total = max(peak_total, sum(_rss(p) for p in tree[1:]))  # not the wrapper
         except psutil.NoSuchProcess:
             pass
+        peaks = [max(peak, _rss(p)) for peak, p in zip(peaks, others, strict=True)]
         time.sleep(0.02)
     seconds = time.perf_counter() - started
     result = json.loads(proc.stdout.read().strip().splitlines()[-1])
@@ -207,6 +302,7 @@ def _monitored(command: list[str]) -> dict:
             "largest_process_gib": round(result["maxrss_kib"] * 1024 / GIB, 3),
             "total_gib": round(peak_total / GIB, 3),
         },
+        "watched_peak_gib": [round(peak / GIB, 3) for peak in peaks],
     }
 
 

@@ -267,10 +267,19 @@ def test_config_file_then_command_line(tmp_path, scene):
 
 
 def test_tasks_keep_tile_rows_of_patches_together():
-    # 78 windows of 256 px per row: a task of at most 256 windows takes two rows (one
-    # 512-row tile row of the product), not three; rows longer than a task are split.
+    # 78 windows of 256 px per row: a task of at most 200 windows (less than a shard) takes
+    # two rows (one 512-row tile row of the product), not three; rows longer than a task
+    # are split.
     windows = [Window(256 * r, 256 * c, 256, 256) for r in range(5) for c in range(78)]
-    tasks = _task_windows(windows, 256)
+    tasks = _task_windows(windows, 200)
     assert [len(t) for t in tasks] == [156, 156, 78]
     assert [sorted({w.row for w in t}) for t in tasks] == [[0, 256], [512, 768], [1024]]
     assert [len(t) for t in _task_windows(windows[:78], 50)] == [50, 28]
+
+
+def test_tasks_that_hold_a_shard_take_whole_shards():
+    # Then each staged shard can become a shard of the dataset as it is.
+    windows = [Window(256 * r, 256 * c, 256, 256) for r in range(5) for c in range(78)]
+    assert [len(t) for t in _task_windows(windows, 256)] == [256, 134]
+    assert [len(t) for t in _task_windows(windows, 700)] == [390]  # 2 shards a task
+    assert [t[0] for t in _task_windows(windows, 256)] == [windows[0], windows[256]]

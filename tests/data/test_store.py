@@ -166,10 +166,11 @@ def test_parallel_shard_writers_meet_at_shard_boundaries(tmp_path):
     rng = np.random.default_rng(1)
     tasks = {}
     for name, n in (("a", 300), ("b", 250)):
-        staged = store.StagedPatches(tmp_path / name, with_labels=True)
+        staged = store.StagedPatches(tmp_path / name, ["HH", "HV"], 4, with_labels=True)
         tasks[name] = (rng.normal(-10, 3, (n, 2, 4, 4)), rng.integers(0, 9, (n, 4, 4)))
         for half in np.array_split(np.arange(n), 2):  # appended in batches, as prepare does
             staged.append(tasks[name][0][half], tasks[name][1][half])
+        assert staged.close() == n
     order = [(str(tmp_path / name), i) for i in range(250) for name in ("a", "b")]
     order += [(str(tmp_path / "a"), i) for i in range(250, 300)]
     root = tmp_path / "store"
@@ -185,6 +186,36 @@ def test_parallel_shard_writers_meet_at_shard_boundaries(tmp_path):
         assert np.array_equal(back.labels[position], labels[at]), position
     assert len(list((root / "images" / "c").iterdir())) == 5  # ceil(550 / 128) shard files
     assert not list(root.rglob(".*.tmp"))  # every shard renamed into place whole
+
+
+def test_staged_patches_are_shards_of_the_store_format(tmp_path):
+    # Batches that straddle shard boundaries; every full staged shard is a store's shard,
+    # linked into a store as it is (same inode), the partial last one copied.
+    rng = np.random.default_rng(2)
+    images = rng.normal(-10, 3, (600, 1, 4, 4))
+    labels = rng.integers(0, 9, (600, 4, 4))
+    staged = store.StagedPatches(tmp_path / "task", ["HH"], 4, with_labels=True)
+    for batch in np.array_split(np.arange(600), 7):
+        staged.append(images[batch], labels[batch])
+    assert staged.close() == 600
+    back = store.open_patch_arrays(tmp_path / "task")
+    assert back.images.shape == (600, 1, 4, 4) and back.images.n_shards == 3
+    assert np.array_equal(back.images[:], images.astype(np.float16))
+    assert np.array_equal(back.labels[:], labels)
+    root = tmp_path / "store"
+    store.create_patch_arrays(root, 600, ["HH"], 4, True)
+    for shard in (0, 1):
+        store.link_shard(tmp_path / "task", shard, root, shard)
+    store.write_shard_from_staging(root, 2, [(str(tmp_path / "task"), i) for i in range(512, 600)])
+    for source, linked in zip(
+        store.shard_files(tmp_path / "task", 1), store.shard_files(root, 1), strict=True
+    ):
+        assert source.stat().st_ino == linked.stat().st_ino
+    out = store.open_patch_arrays(root)
+    assert np.array_equal(out.images[:], images.astype(np.float16))
+    assert np.array_equal(out.labels[:], labels)
+    zarr = pytest.importorskip("zarr", minversion="3")
+    assert np.array_equal(zarr.open_array(str(root / "labels"), mode="r")[:], labels)
 
 
 def test_assigning_one_patch_keeps_the_rest_of_its_shard(tmp_path):
@@ -225,7 +256,7 @@ def test_band_moments_and_class_counts_hand_computed():
 
 
 def test_R10_staging_a_patch_that_overflows_float16_raises(tmp_path: Path) -> None:
-    staged = store.StagedPatches(tmp_path / "task", with_labels=False)
+    staged = store.StagedPatches(tmp_path / "task", ["HH", "HV"], 4, with_labels=False)
     image = np.full((1, 2, 4, 4), -12.0, np.float32)
     image[0, 1, 2, 3] = -3.4e38  # a fill value: float16 would store -inf
     with pytest.raises(DataError, match="float16"):
@@ -234,9 +265,10 @@ def test_R10_staging_a_patch_that_overflows_float16_raises(tmp_path: Path) -> No
         already = image.astype(np.float16)  # converted by the caller: inf still refused
     with pytest.raises(DataError, match="inf"):
         staged.append(already)
-    assert (tmp_path / "task" / store.STAGED_IMAGES).stat().st_size == 0
+    assert staged.count == 0 and not list((tmp_path / "task" / "images").rglob("*0"))
     image[0, 1, 2, 3] = np.nan  # no data stays allowed
     staged.append(image)
+    assert staged.close() == 1
     with pytest.raises(DataError, match="band 2"):
         store.to_patch_dtype(np.where(np.isnan(image), 7e4, image)[0])
     assert store.to_patch_dtype(image[0]).dtype == store.PATCH_DTYPE

@@ -14,11 +14,13 @@ therefore opens these arrays (``zarr.open_array``), while reading and writing he
 no zarr at all and run at file speed: zarr 3.1's own sharded writes managed ~80 MB/s on
 the development machine, about a tenth of a plain file write.
 
-Writers: :meth:`ShardedArray.write_shard` writes one shard whole, under a temporary name
-then renamed, so that a reader never sees half a shard; parallel tasks that are given
-different shards never touch the same file. Assigning patches (``array[i] = patch``)
-rewrites their shards (read, modify, write): for tests and small tools, not for several
-writers of one shard at once.
+Writers: :meth:`ShardedArray.write_shard` writes one shard whole, and a
+:class:`ShardWriter` streams patches into one, under a temporary name then renamed, so
+that a reader never sees half a shard; parallel tasks that are given different shards
+never touch the same file. A shard file is self-contained (its own index), so it can be
+moved or hard-linked from one array into another of the same format unchanged.
+Assigning patches (``array[i] = patch``) rewrites their shards (read, modify, write):
+for tests and small tools, not for several writers of one shard at once.
 """
 
 from __future__ import annotations
@@ -204,27 +206,26 @@ class ShardedArray:
     def write_shard(self, shard: int, patches: np.ndarray) -> None:
         """Write shard ``shard`` whole: ``patches`` (n, ...) become patches from
         ``shard * shard_patches`` on; any later patches of the shard read as the fill."""
-        patches = np.ascontiguousarray(patches, dtype=self.dtype)
         start = shard * self.shard_patches
-        if patches.shape[1:] != self.patch_shape or not 0 < len(patches) <= min(
+        if tuple(patches.shape[1:]) != self.patch_shape or not 0 < len(patches) <= min(
             self.shard_patches, self.shape[0] - start
         ):
             raise ValueError(f"shard {shard} cannot hold patches of shape {patches.shape}")
-        chunks = list(self._encode(patches))
-        index = np.full((self.shard_patches, 2), ABSENT, dtype="<u8")
-        lengths = np.array([len(c) for c in chunks], dtype=np.uint64)
-        index[: len(chunks), 0] = np.cumsum(lengths) - lengths
-        index[: len(chunks), 1] = lengths
-        body = index.tobytes()
-        path = self._shard_path(shard)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Renamed into place whole; not forced to disk one by one: a prepared store is
-        # committed as a folder (see alos2fm.data.prepare).
-        with atomic_path(path, durable=False) as tmp, open(tmp, "wb") as file:
-            for chunk in chunks:
-                file.write(chunk)
-            file.write(body + crc32c(body).to_bytes(4, "little"))
-        self._indexes[shard] = index
+        writer = self.shard_writer(shard)
+        try:
+            writer.append(patches)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.close()
+
+    def shard_writer(self, shard: int) -> ShardWriter:
+        """A writer that streams patches into shard ``shard`` (see :class:`ShardWriter`)."""
+        return ShardWriter(self, shard)
+
+    def shard_path(self, shard: int) -> Path:
+        """The file of shard ``shard`` (absent until written)."""
+        return self._shard_path(shard)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         positions = range(*key.indices(self.shape[0])) if isinstance(key, slice) else [int(key)]
@@ -250,6 +251,53 @@ class ShardedArray:
 
     def _shard_path(self, shard: int) -> Path:
         return self.path.joinpath("c", str(shard), *["0"] * (len(self.shape) - 1))
+
+
+class ShardWriter:
+    """Streams patches into one shard file: each batch is encoded and written as it comes
+    (memory holds one batch, not a shard), the index of chunk offsets is appended at
+    :meth:`close`, and only then is the file renamed into place whole, so that a reader
+    never sees half a shard. Not forced to disk one by one: a prepared store is committed
+    as a folder (see alos2fm.data.prepare)."""
+
+    def __init__(self, array: ShardedArray, shard: int):
+        self._array = array
+        self._shard = shard
+        self.path = array.shard_path(shard)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.tmp")  # as alos2fm.atomic names it
+        self._file = open(self._tmp, "wb")  # noqa: SIM115 - closed by close() or abort()
+        self._lengths: list[int] = []
+
+    @property
+    def count(self) -> int:
+        return len(self._lengths)
+
+    def append(self, patches: np.ndarray) -> None:
+        patches = np.ascontiguousarray(patches, dtype=self._array.dtype)
+        if tuple(patches.shape[1:]) != self._array.patch_shape:
+            raise ValueError(f"patches of shape {patches.shape[1:]} in {self._array.path}")
+        if self.count + len(patches) > self._array.shard_patches:
+            raise ValueError(f"shard {self._shard} cannot hold {self.count + len(patches)} patches")
+        for chunk in self._array._encode(patches):
+            self._file.write(chunk)
+            self._lengths.append(len(chunk))
+
+    def close(self) -> None:
+        """Write the index and rename the shard into place."""
+        index = np.full((self._array.shard_patches, 2), ABSENT, dtype="<u8")
+        lengths = np.array(self._lengths, dtype=np.uint64)
+        index[: len(lengths), 0] = np.cumsum(lengths) - lengths
+        index[: len(lengths), 1] = lengths
+        body = index.tobytes()
+        self._file.write(body + crc32c(body).to_bytes(4, "little"))
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        self._array._indexes[self._shard] = index
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
 
 
 class _Attributes(dict):

@@ -431,8 +431,6 @@ def _drop_conflicts(
     from the highest split down (test beats val and train, then val beats train), so a
     patch is never dropped for a neighbour that is dropped.
     """
-    from scipy.spatial import cKDTree
-
     kept = np.ones(len(rects), dtype=bool)
     sizes = rects[:, 2:] - rects[:, :2]
     centres = (rects[:, :2] + rects[:, 2:]) / 2
@@ -440,6 +438,8 @@ def _drop_conflicts(
         members = np.flatnonzero(frame_ids == frame)
         if len(np.unique(codes[members])) < 2:
             continue
+        from scipy.spatial import cKDTree  # 0.3 s to import: only where splits can clash
+
         # Candidates: centres within (largest size + buffer) in Chebyshev distance.
         reach = sizes[members].max() + buffer
         pairs = cKDTree(centres[members]).query_pairs(reach, p=np.inf, output_type="ndarray")

@@ -9,8 +9,10 @@ Layout of a dataset folder (all at its root)::
 
 Both arrays are sharded (``alos2fm.data.shards``): one file per ``SHARD_PATCHES`` (256)
 consecutive patches, each patch an inner chunk read on its own (one byte-range read), so
-a million patches are ~4000 files rather than a million. ``prepare`` writes each shard
-whole, one writer task per shard. Image chunks are stored uncompressed (speckled dB
+a million patches are ~4000 files rather than a million. ``prepare`` stages each task's
+patches in this same format (:class:`StagedPatches`) and makes a staged shard whose
+patches are all kept a shard of the dataset as it is (:func:`link_shard`); the others are
+copied, one writer task per shard. Image chunks are stored uncompressed (speckled dB
 values only shrink to ~81 % with zstd, at twice the write cost); label chunks, mostly
 uniform regions, are zstd-compressed. Stores of earlier releases (Zarr v2, one chunk
 file per patch) still open and read the same.
@@ -34,6 +36,7 @@ the median taken over the classes present; an absent class gets weight 0.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,16 +47,13 @@ import pandas as pd
 
 from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import IGNORE_INDEX
-from alos2fm.data.shards import ShardedArray
+from alos2fm.data.shards import ShardedArray, ShardWriter
 from alos2fm.errors import DataError
 
 PATCH_DTYPE = np.float16
-_STAGED_DTYPE = np.dtype(PATCH_DTYPE).newbyteorder("<")
 # Patches per shard file: a million patches make ~4000 files, and a shard of one
 # 256 px band is 32 MiB, small enough for one writer task to hold.
 SHARD_PATCHES = 256
-STAGED_IMAGES = "images.f16"
-STAGED_LABELS = "labels.u8"
 IMAGES = "images"
 LABELS = "labels"
 INDEX = "index.parquet"
@@ -174,30 +174,58 @@ def resize_patch_arrays(arrays: PatchArrays, n_patches: int) -> None:
 
 
 class StagedPatches:
-    """A task's candidate patches, appended to two flat files (``images.f16``: float16
-    little-endian (n, C, P, P); ``labels.u8``: (n, P, P)), a few files per task whatever
-    its size. Reading them back is a memory map (:func:`read_staged`)."""
+    """A task's candidate patches, staged as a store of their own (``images/`` and, for a
+    labelled task, ``labels/`` under ``folder``) in exactly the final store's format and
+    shard size, so that a staged shard whose patches are all kept can become a shard of
+    the dataset unchanged (:func:`link_shard`) instead of being copied.
 
-    def __init__(self, folder: str | Path, with_labels: bool):
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._images = folder / STAGED_IMAGES
-        self._labels = folder / STAGED_LABELS if with_labels else None
-        for path in (self._images, self._labels):
-            if path is not None:
-                path.write_bytes(b"")
+    Patches are streamed into the current shard file as they come (memory holds one
+    batch, not a shard); :meth:`close` finishes the last shard and records the count.
+    """
+
+    def __init__(
+        self, folder: str | Path, bands: Sequence[str], patch_size: int, with_labels: bool
+    ):
+        self.folder = Path(folder)
+        self.count = 0
+        # Created empty, grown to the final count at close() (the number kept is not known
+        # before the windows are read).
+        self._arrays = create_patch_arrays(self.folder, 0, bands, patch_size, with_labels)
+        self._writers: list[ShardWriter] = []
 
     def append(self, images: np.ndarray, labels: np.ndarray | None = None) -> None:
         """Add ``images`` (n, C, P, P) dB and, for a labelled task, ``labels`` (n, P, P).
 
         ``DataError`` if a value is infinite once stored (see :func:`to_patch_dtype`).
         """
-        stored = to_patch_dtype(images, band_axis=1, where=self._images.parent)
-        with open(self._images, "ab") as file:
-            file.write(np.ascontiguousarray(stored, dtype=_STAGED_DTYPE).data)
-        if self._labels is not None:
-            with open(self._labels, "ab") as file:
-                file.write(np.ascontiguousarray(labels, dtype=np.uint8).data)
+        stored = to_patch_dtype(images, band_axis=1, where=self.folder)
+        arrays = [a for a in (self._arrays.images, self._arrays.labels) if a is not None]
+        values = [stored] + ([np.asarray(labels, dtype=np.uint8)] if len(arrays) > 1 else [])
+        done = 0
+        while done < len(stored):
+            if not self._writers:
+                shard = self.count // SHARD_PATCHES
+                self._writers = [array.shard_writer(shard) for array in arrays]
+            room = SHARD_PATCHES - self._writers[0].count
+            part = slice(done, done + min(room, len(stored) - done))
+            for writer, value in zip(self._writers, values, strict=True):
+                writer.append(value[part])
+            done = part.stop
+            self.count += part.stop - part.start
+            if self._writers[0].count == SHARD_PATCHES:
+                self._finish_shard()
+
+    def close(self) -> int:
+        """Finish the last shard and set the arrays' length; the number of patches staged."""
+        if self._writers:
+            self._finish_shard()
+        resize_patch_arrays(self._arrays, self.count)
+        return self.count
+
+    def _finish_shard(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        self._writers = []
 
 
 def to_patch_dtype(
@@ -210,8 +238,8 @@ def to_patch_dtype(
     the count and the extreme value. NaN (no data) passes. ``where`` names the file or
     folder in the message.
     """
-    with np.errstate(over="ignore"):
-        stored = np.asarray(image_db).astype(PATCH_DTYPE)
+    with np.errstate(over="ignore"):  # no copy of values already float16 (staging's)
+        stored = np.asarray(image_db).astype(PATCH_DTYPE, copy=False)
     infinite = np.isinf(stored)
     if infinite.any():
         axes = tuple(i for i in range(stored.ndim) if i != band_axis % max(stored.ndim, 1))
@@ -229,37 +257,42 @@ def to_patch_dtype(
     return stored
 
 
-def read_staged(
-    folder: str | Path, n_bands: int, patch_size: int
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The staged (images, labels or None) of a task folder, as read-only memory maps."""
-    folder = Path(folder)
-    shape = (n_bands, patch_size, patch_size)
-    images = _memmap(folder / STAGED_IMAGES, _STAGED_DTYPE, shape)
-    labels = folder / STAGED_LABELS
-    return images, _memmap(labels, np.uint8, shape[1:]) if labels.exists() else None
-
-
-def _memmap(path: Path, dtype: Any, patch_shape: tuple[int, ...]) -> np.ndarray:
-    n = path.stat().st_size // (np.dtype(dtype).itemsize * int(np.prod(patch_shape)))
-    if n == 0:
-        return np.empty((0, *patch_shape), dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", shape=(n, *patch_shape))
-
-
 def write_shard_from_staging(root: str | Path, shard: int, sources: Sequence[tuple[str, int]]):
-    """Write shard ``shard`` of the store at ``root`` from staged patches: ``sources`` are
-    its patches in order, as (task folder, position in that task's staged files).
+    """Write shard ``shard`` of the store at ``root`` by copying patches: ``sources`` are its
+    patches in order, as (folder of a store, position in it): a task's staged patches or
+    the dataset of an earlier run.
 
     One task per shard: the parallel writers of a store never write the same file.
     """
     arrays = open_patch_arrays(root)
-    n_bands, patch_size = arrays.images.shape[1], arrays.images.shape[-1]
-    folders = {folder for folder, _ in sources}
-    staged = {folder: read_staged(folder, n_bands, patch_size) for folder in folders}
-    arrays.images.write_shard(shard, np.stack([staged[f][0][at] for f, at in sources]))
+    opened = {folder: open_patch_arrays(folder) for folder, _ in sources}
+    arrays.images.write_shard(shard, np.stack([opened[f].images.read(at) for f, at in sources]))
     if arrays.labels is not None:
-        arrays.labels.write_shard(shard, np.stack([staged[f][1][at] for f, at in sources]))
+        labels = [opened[f].labels.read(at) for f, at in sources]
+        arrays.labels.write_shard(shard, np.stack(labels))
+
+
+def shard_files(root: str | Path, shard: int) -> list[Path]:
+    """The files of shard ``shard`` of the sharded store at ``root`` (images, then labels)."""
+    root = Path(root)
+    names = [IMAGES] + ([LABELS] if (root / LABELS).exists() else [])
+    return [ShardedArray.open(root / name).shard_path(shard) for name in names]
+
+
+def link_shard(source: str | Path, source_shard: int, root: str | Path, shard: int) -> None:
+    """Make shard ``source_shard`` of the store at ``source`` shard ``shard`` of the store at
+    ``root`` (same format and shard size, a full shard) without rewriting it: a hard link,
+    so the source keeps its file until its owner removes it (a failed run loses nothing);
+    a copy where the file system has no hard links."""
+    import shutil
+
+    for src, dst in zip(shard_files(source, source_shard), shard_files(root, shard), strict=True):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            with atomic_path(dst, durable=False) as tmp:
+                shutil.copyfile(src, tmp)
 
 
 # --- index ---------------------------------------------------------------------------------

@@ -8,23 +8,32 @@ The run has three phases, one module each:
    an input; one writer at a time). A bad input stops the run here with one
    ``Alos2fmError`` that names the file.
 2. **Cut** (``tasks.py``, run by ``execution.py``) each scene into patches, as
-   independent tasks of at most ``patches_per_task`` windows, in this process, in a
-   process pool (``workers``) or on a Dask cluster (``dask_scheduler``). A task streams
-   its windows one patch at a time into its own folder of the staging area
-   ``<out>/.staging``, so memory does not grow with scene size. A task whose folder holds
-   a ``done.json`` with the same fingerprint (``alos2fm.identity``: every file a reader
+   independent tasks of at most ``patches_per_task`` windows (whole shards of 256 where
+   they hold one), in this process, in a process pool (``workers``) or on a Dask cluster
+   (``dask_scheduler``). A task streams its windows one batch at a time into its own
+   folder of the staging area ``<out>/.staging``, as shard files of the final store's own
+   format, so memory does not grow with scene size. A task whose folder holds a
+   ``done.json`` with the same fingerprint (``alos2fm.identity``: every file a reader
    opens, the class table, the cutting settings) is skipped: re-running resumes.
-3. **Assemble** (``assembly.py``) in this process: balance the candidates of all scenes by
-   land-cover category, split them spatially, copy the kept patches into the final store
-   while accumulating the train statistics, and write ``index.parquet``, ``stats.json``,
-   the class distribution (CSV and PNG) and the resolved ``config.yaml``. Everything is
-   built in ``<out>/.partial`` and moved to the root of ``<out>`` at the end,
-   ``index.parquet`` last: a folder with an ``index.parquet`` holds a complete dataset.
+3. **Assemble** (``assembly.py``, ``commit.py``) in this process: balance the candidates of
+   all scenes by land-cover category, split them spatially, lay the kept patches out in
+   the final store (a staged shard whose patches are all kept becomes a shard of the
+   dataset unchanged, by a hard link; the others' kept patches are copied), sum the
+   train statistics from the moments staged per patch, and write ``index.parquet``,
+   ``stats.json``, the class distribution (CSV and PNG) and the resolved
+   ``config.yaml``. Everything is built in ``<out>/.partial`` and moved to the root of
+   ``<out>`` at the end, ``index.parquet`` last: a folder with an ``index.parquet`` holds
+   a complete dataset.
 
 If the run fails, what it created is removed (a dataset from an earlier run stays as it
-was); scenes cut by earlier, interrupted runs stay staged. After a successful run the
-staging area is kept, so that preparing again with other balancing or split settings
-reuses the cut scenes; delete ``<out>/.staging`` to reclaim the space.
+was, and so does the staging it relies on); scenes cut by earlier, interrupted runs stay
+staged. After a successful run the staged shard files whose patches are all in the
+dataset are removed, so that the dataset's patches are on disk once; the staging area
+keeps each task's candidates, its other shards and ``placed.json`` (which dataset holds
+the rest), so that preparing again, with the same or other balancing or split settings,
+reuses the cut scenes, reading moved patches back from the dataset it replaces (see
+``commit.py``). Delete ``<out>/.staging`` to reclaim the rest of the space (the next run
+then cuts the scenes again).
 
 With Dask, ``<out>`` must be on a file system that the workers share.
 """
@@ -36,6 +45,12 @@ from pathlib import Path
 
 from alos2fm.data import store
 from alos2fm.data.prepare.assembly import CLASS_PIXELS, PrepareResult, assemble
+from alos2fm.data.prepare.commit import (
+    drop_unusable,
+    keep_reusable,
+    previous_dataset,
+    release_staged,
+)
 from alos2fm.data.prepare.config import PrepareConfig, prepare_config
 from alos2fm.data.prepare.execution import run_tasks
 from alos2fm.data.prepare.inputs import check_inputs, split_map_table
@@ -85,14 +100,18 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
             if not staging_root.exists():
                 created.append(staging_root)
             tasks = make_tasks(cfg, scenes, staging_root)
+            # The dataset now at the root holds the patches earlier runs moved out of
+            # staging (its index's run id, recorded before this run claimed the folder).
+            previous = previous_dataset(cfg.out, folder.manifest.outputs.get(store.INDEX))
+            drop_unusable(tasks, previous)
             created += [t.staging for t in tasks if read_done(t.staging) is None]
             results = run_tasks(cfg, tasks)
             partial = cfg.out / PARTIAL
             shutil.rmtree(partial, ignore_errors=True)
             created.append(partial)
-            result = assemble(cfg, scenes, results, partial)
+            result, layout = assemble(cfg, scenes, results, partial, previous)
+            keep_reusable(results, layout, previous, folder.run_id)
             folder.commit(partial, last=store.INDEX, keep={STAGING})
-            return result
         except BaseException as err:
             # A user error or crash must not leave a half-made dataset; an interruption
             # keeps the finished tasks staged so that running again resumes.
@@ -101,6 +120,9 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
                 if not interrupted or path.name == PARTIAL:
                     shutil.rmtree(path, ignore_errors=True)
             raise
+        # Committed: the staged shards now in the dataset are removed from staging.
+        release_staged(results, layout, folder.run_id)
+        return result
 
 
 __all__ += ["DONE", "STAGING"]

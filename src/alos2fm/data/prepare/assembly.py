@@ -1,7 +1,8 @@
 """prepare, phase 3: assemble the staged candidates of all scenes into the dataset:
-balance by land-cover category, split spatially, copy the kept patches into the final
-store (one shard per task) while summing the train statistics, and write the index,
-statistics, class distribution and resolved config into the partial folder."""
+balance by land-cover category, split spatially, lay the kept patches out in the final
+store (staged shards taken whole where all their patches are kept, the rest copied: see
+``commit.py``), sum the train statistics from the moments staged per patch, and write the
+index, statistics, class distribution and resolved config into the partial folder."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pandas as pd
 import yaml
 
 from alos2fm.data import store
+from alos2fm.data.prepare.commit import Layout, Previous, plan
 from alos2fm.data.prepare.config import SPLIT_NAMES, PrepareConfig, progress_disabled
 from alos2fm.data.prepare.execution import execute
 from alos2fm.data.prepare.inputs import Scene
@@ -46,8 +48,12 @@ class PrepareResult:
 
 
 def assemble(
-    cfg: PrepareConfig, scenes: Sequence[Scene], results: Sequence[TaskResult], partial: Path
-) -> PrepareResult:
+    cfg: PrepareConfig,
+    scenes: Sequence[Scene],
+    results: Sequence[TaskResult],
+    partial: Path,
+    previous: Previous,
+) -> tuple[PrepareResult, Layout]:
     from alos2fm.data.balance import (
         balance_targets,
         class_distribution,
@@ -85,8 +91,8 @@ def assemble(
     # given, has already said where each patch goes.
     if not cfg.split_map:
         chosen["split"] = split_patches(chosen, cfg.split, patch_size=cfg.patch_size, seed=cfg.seed)
-    chosen = chosen[chosen["split"] != BUFFER].sort_values(["scene", "row", "col"])
-    chosen = chosen.reset_index(drop=True)
+    layout = plan(chosen[chosen["split"] != BUFFER], previous)
+    chosen = layout.chosen
 
     partial.mkdir(parents=True)
     distribution = class_distribution(categories, chosen["category"], names, targets)
@@ -96,7 +102,7 @@ def assemble(
     with ThreadPoolExecutor(max_workers=1) as figure:
         png = partial / "class_distribution.png"
         drawn = figure.submit(plot_distribution, distribution, png, colors)
-        stats = _copy_patches(chosen, partial, scenes[0], cfg, num_classes)
+        stats = _write_store(layout, partial, scenes[0], cfg, num_classes)
         drawn.result()
     stats["class_names"] = [names[i] for i in range(num_classes)] if num_classes else None
     # Colours travel with the dataset so that maps and figures downstream use the remap's.
@@ -110,11 +116,19 @@ def assemble(
         class_pixels = class_pixel_table(chosen, [names[i] for i in range(num_classes)])
         class_pixels.to_csv(partial / CLASS_PIXELS, index_label="class")
     index = chosen.drop(
-        columns=["staged_at", "staging", "band_count", "band_sum", "band_sumsq", "class_counts"]
+        columns=[
+            "staged_at",
+            "staging",
+            "source",
+            "band_count",
+            "band_sum",
+            "band_sumsq",
+            "class_counts",
+        ]
     )
     store.write_index(partial, index)
     splits = {s: int((index["split"] == s).sum()) for s in ("train", "val", "test")}
-    return PrepareResult(
+    result = PrepareResult(
         out=cfg.out,
         patches=len(index),
         splits=splits,
@@ -122,6 +136,7 @@ def assemble(
         resumed_tasks=sum(r.resumed for r in results),
         class_pixels=class_pixels,
     )
+    return result, layout
 
 
 def class_pixel_table(chosen: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
@@ -150,48 +165,46 @@ def _class_table(cfg: PrepareConfig) -> tuple[dict[int, str], dict[int, Any], in
     return table.names, table.colors, table.num_classes
 
 
-def _copy_patches(
-    chosen: pd.DataFrame,
+def _write_store(
+    layout: Layout,
     root: Path,
     scene: Scene,
     cfg: PrepareConfig,
     num_classes: int | None,
 ) -> dict[str, Any]:
-    """Write the chosen staged patches into the final arrays; return the train statistics.
+    """Make the final arrays from the staged shards; return the train statistics.
 
-    Each shard of the store is one task (in the pool or on Dask, like the cutting), so
-    that no two writers ever share a file.
+    A shard taken whole is linked here (no bytes move); each copied shard is one task (in
+    the pool or on Dask, like the cutting), so that no two writers ever share a file.
 
     Statistics are summed from the moments each task recorded, over the train split
     (the normalisation must not see val/test pixels), or over every patch if the train
-    split is empty.
+    split is empty: the patches are not read again.
     """
     from tqdm.auto import tqdm
 
-    bands = scene.bands
+    chosen = layout.chosen
     store.create_patch_arrays(
         root,
         len(chosen),
-        bands,
+        scene.bands,
         cfg.patch_size,
         with_labels=num_classes is not None,
         quantity=scene.quantity,
     )
-    sources = list(zip(chosen["staging"], chosen["staged_at"].astype(int), strict=True))
-    shards = [
-        _ShardTask(root, k, sources[start : start + store.SHARD_PATCHES])
-        for k, start in enumerate(range(0, len(sources), store.SHARD_PATCHES))
-    ]
+    for shard, (folder, source_shard) in layout.moves.items():
+        store.link_shard(folder, source_shard, root, shard)
+    copies = [_ShardTask(root, k, sources) for k, sources in layout.copies.items()]
     bar = tqdm(
-        total=len(shards), desc="writing store", unit="shard", disable=progress_disabled(cfg)
+        total=len(copies), desc="writing store", unit="shard", disable=progress_disabled(cfg)
     )
-    for _ in execute(cfg, _write_shard, shards):
+    for _ in execute(cfg, _write_shard, copies):
         bar.update()
     bar.close()
 
     train_only = bool((chosen["split"] == "train").any())
     counted = chosen[chosen["split"] == "train"] if train_only else chosen
-    stats = store.StatsAccumulator(bands, num_classes)
+    stats = store.StatsAccumulator(scene.bands, num_classes)
     for entry in counted.itertuples():
         stats.add_moments(
             entry.band_count,
@@ -208,7 +221,7 @@ def _copy_patches(
 class _ShardTask:
     root: Path
     shard: int
-    sources: list[tuple[str, int]]  # (task staging folder, position in its staged files)
+    sources: list[tuple[str, int]]  # (store folder: task staging or earlier dataset, position)
 
 
 def _write_shard(task: _ShardTask) -> None:

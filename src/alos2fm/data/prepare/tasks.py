@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 DONE = "done.json"
 CANDIDATES = "candidates.parquet"
-_STAGING_FORMAT = 3  # bump when the staged files change meaning (3: every file read)
+# Bump when the staged files change meaning (3: every file read; 4: staged as shards of
+# the store's format, which a run may move into its dataset).
+_STAGING_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,9 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             if source is not None:
                 source.attach(product, task.product)
         num_classes = labels.table.num_classes if labels is not None else 0
-        staged = store.StagedPatches(task.staging, with_labels=labels is not None)
+        staged = store.StagedPatches(
+            task.staging, product.bands, cfg.patch_size, with_labels=labels is not None
+        )
         bar = tqdm(
             total=len(task.windows),
             desc=task.scene,
@@ -143,6 +147,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                 staged.append(np.stack(images), np.stack(patch_labels) if patch_labels else None)
             bar.update(len(batch))
         bar.close()
+        staged.close()
         for source in (labels, splits):
             if source is not None:
                 source.close()
@@ -266,16 +271,26 @@ def make_tasks(cfg: PrepareConfig, scenes: Sequence[Scene], staging_root: Path) 
     return tasks
 
 
-# Rows of windows that tasks keep together: products are commonly stored in tiles of
+# Rows of windows that small tasks keep together: products are commonly stored in tiles of
 # 512 rows (or in strips), and a tile row cut by a task boundary is read and decompressed
 # by both tasks (1.6x the reading of a 20000 px scene with 256-window tasks).
 _TILE_ROWS = 512
 
 
 def _task_windows(windows: Sequence[Window], size: int) -> list[tuple[Window, ...]]:
-    """The windows in tasks of at most ``size``, each of whole patch rows (in groups that
-    fill whole ``_TILE_ROWS`` where a task can hold them); a row longer than ``size`` is
-    split into pieces of ``size``."""
+    """The windows in tasks of at most ``size``.
+
+    A task that can hold a shard (``size >= SHARD_PATCHES``) takes whole shards of
+    consecutive windows: its staged shards are then full (where no window is dropped) and
+    can become shards of the dataset unchanged, which saves writing every patch a second
+    time; that is worth more than the part of a tile row that two tasks both read where
+    a boundary falls inside one (none where a row is a divisor of a shard, e.g. 32
+    windows of 256 px in an 8192 px scene). Smaller tasks (tests, tiny scenes) take whole
+    patch rows, in groups that fill whole ``_TILE_ROWS`` where a task can hold them; a
+    row longer than ``size`` is split into pieces of ``size``."""
+    if size >= store.SHARD_PATCHES:
+        step = size - size % store.SHARD_PATCHES
+        return [tuple(windows[i : i + step]) for i in range(0, len(windows), step)]
     rows: dict[int, list[Window]] = {}
     for window in windows:
         rows.setdefault(window.row, []).append(window)
