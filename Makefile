@@ -41,6 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/prepare_throughput.py
 	$(BIN)/python benchmarks/pretrain_throughput.py
 	$(BIN)/python benchmarks/predict_throughput.py
+	$(BIN)/python benchmarks/map_throughput.py
 	$(BIN)/python benchmarks/finetune_throughput.py
 
 clean:
