@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from alos2fm.atomic import atomic_path
 from alos2fm.errors import DataError, validation_problems
 from alos2fm.evaluation.region.grid import RegionGrid, region_grid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
@@ -134,10 +135,9 @@ def run_map(cfg: MapConfig) -> MapResult:
         scenes = [StoredScene.open(task.folder, region.crs) for task in tasks]
         provenance = _provenance(cfg, results, checkpoint_sha)
         map_path, confidence_path = _write_region(cfg, region, scenes, meta, provenance)
-        with open(cfg.out / "config.yaml", "w") as file:  # noqa: PTH123 - small, rewritten whole
-            yaml.safe_dump(
-                cfg.model_dump(mode="json") | {"grid": asdict(region)}, file, sort_keys=False
-            )
+        resolved = cfg.model_dump(mode="json") | {"grid": asdict(region)}
+        with atomic_path(cfg.out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
         return MapResult(map_path, confidence_path, results, region, time.perf_counter() - started)
 
 
@@ -184,8 +184,6 @@ def _run_scenes(cfg: MapConfig, tasks: list[SceneTask]) -> list[SceneResult]:
 
 
 def _write_scenes_csv(path: Path, results: list[SceneResult]) -> None:
-    from alos2fm.atomic import atomic_path
-
     columns = [
         "name",
         "product",
