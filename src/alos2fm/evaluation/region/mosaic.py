@@ -135,17 +135,20 @@ def _warped_weights(
     row1 = min(coarse.shape[0], -(-(source.row + source.height) // k) + 1)
     col1 = min(coarse.shape[1], -(-(source.col + source.width) // k) + 1)
     part = np.ascontiguousarray(coarse[row0:row1, col0:col1], dtype=np.float32)
-    out = np.zeros((window.height, window.width), np.float32)
+    # Weights ramp over hundreds of pixels: warped on a grid k times coarser than the block
+    # and repeated, at 1/k² of a full warp (the data's own edge comes from its no data).
+    out = np.zeros((-(-window.height // k), -(-window.width // k)), np.float32)
     reproject(
         part,
         out,
         src_transform=scene.grid.transform * Affine.scale(k) * Affine.translation(col0, row0),
         src_crs=scene.grid.crs,
-        dst_transform=dst_transform,
+        dst_transform=dst_transform * Affine.scale(k),
         dst_crs=dst_crs,
         resampling=Resampling.bilinear,
     )
-    return np.maximum(out, 1e-3)  # every covering scene counts a little, even at its edge
+    full = np.repeat(np.repeat(out, k, axis=0), k, axis=1)[: window.height, : window.width]
+    return np.maximum(full, 1e-3)  # every covering scene counts a little, even at its edge
 
 
 def blocks_in(part: Window, side: int = BLOCK) -> Iterator[Window]:
