@@ -74,6 +74,13 @@ _Nodata = Annotated[
         "e.g. -9999 (read as NaN).",
     ),
 ]
+_Tile = Annotated[
+    int | None, typer.Option("--tile", help="Tile side, px (default: the model's patch size).")
+]
+_Overlap = Annotated[
+    int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
+]
+_TileBatch = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
 _MOST_VALUES = 60  # rows of value counts info prints
 
 _LabelNodata = Annotated[
@@ -665,13 +672,9 @@ def predict(
     product: Annotated[Path, typer.Argument(help="Product to map (any that prepare reads).")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", help="Fine-tuned .ckpt file.")],
     out: Annotated[Path, typer.Option("--out", help="Map GeoTIFF to write, e.g. map.tif.")],
-    tile: Annotated[
-        int | None, typer.Option("--tile", help="Tile side, px (default: the model's patch size).")
-    ] = None,
-    overlap: Annotated[
-        int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    tile: _Tile = None,
+    overlap: _Overlap = None,
+    batch_size: _TileBatch = 8,
     confidence: Annotated[
         bool, typer.Option("--confidence", help="Also write <out>_confidence.tif (percent).")
     ] = False,
@@ -739,13 +742,9 @@ def map_region(
         float | None,
         typer.Option("--resolution", help="Pixel size in CRS units (default: finest scene's)."),
     ] = None,
-    tile: Annotated[
-        int | None, typer.Option("--tile", help="Tile side, px (default: the model's patch size).")
-    ] = None,
-    overlap: Annotated[
-        int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
-    ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")] = 8,
+    tile: _Tile = None,
+    overlap: _Overlap = None,
+    batch_size: _TileBatch = 8,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, ... (per worker)")] = "cpu",
     kind: _Kind = None,
     nodata: _Nodata = None,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pyogrio
@@ -16,7 +15,6 @@ import shapely
 from rasterio.transform import from_origin
 from rasterio.warp import transform as warp_transform
 
-from alos2fm import cli
 from alos2fm.errors import DataError
 from alos2fm.evaluation import reference as reference_module
 from alos2fm.evaluation.assessment import assess_counts, run_assess, run_sample
@@ -27,6 +25,7 @@ from alos2fm.evaluation.reference import (
     mapped_pixels,
     open_class_map,
 )
+from tests.test_cli import run_cli
 
 # --- the estimator ------------------------------------------------------------------------
 
@@ -298,13 +297,7 @@ def test_the_sample_is_stratified_seeded_and_on_its_map_classes(class_map, tmp_p
 # --- the command ---------------------------------------------------------------------------
 
 
-def _run(monkeypatch, *args: str) -> int:
-    monkeypatch.setattr(sys, "argv", ["alos2fm", *args])
-    try:
-        cli.main()
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+_run = run_cli  # ``alos2fm ARGS`` through the console entry point
 
 
 def test_assess_end_to_end_sample_label_assess_and_refuse_a_rerun(
