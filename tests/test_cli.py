@@ -217,3 +217,21 @@ def test_version_is_printed(monkeypatch, capfd):
 
     assert run_cli(monkeypatch, "--version") == 0
     assert capfd.readouterr().out.strip() == f"alos2fm {__version__}"
+
+
+def test_a_preset_typo_is_reported_before_torch_loads(tmp_path):
+    """Resolving the config comes first: a typo costs a fraction of a second, not the
+    seconds of importing torch."""
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from alos2fm import cli\n"
+        f"sys.argv = ['alos2fm', 'finetune', '--data', {str(tmp_path)!r}, '--out', "
+        f"{str(tmp_path / 'run')!r}, '--preset', 'cpu-tiny-sgx']\n"
+        "try:\n    cli.main()\nexcept SystemExit as exit_:\n    print(exit_.code)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "unknown preset 'cpu-tiny-sgx'" in done.stderr and "cpu-tiny-seg" in done.stderr

@@ -81,6 +81,19 @@ _Overlap = Annotated[
     int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
 ]
 _TileBatch = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+
+
+def _presets(stage: str) -> str:
+    """The shipped presets of a stage, for --help (their file names say the stage)."""
+    from alos2fm.train.config import available_presets  # light: pydantic and yaml only
+
+    pretraining = ("simmim", "mixmae")
+    names = available_presets()
+    if stage == "pretrain":
+        return ", ".join(n for n in names if n.endswith(pretraining))
+    return ", ".join(n for n in names if not n.endswith(pretraining))
+
+
 _MOST_VALUES = 60  # rows of value counts info prints
 
 _LabelNodata = Annotated[
@@ -488,7 +501,7 @@ def pretrain(
         str | None, typer.Option("--weighting", help="none or sar (SAR-W loss weights).")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-simmim.")
+        str | None, typer.Option("--preset", help=f"Preset ({_presets('pretrain')}) or YAML file.")
     ] = None,
     resume: _Resume = False,
     devices: _Devices = None,
@@ -502,12 +515,12 @@ def pretrain(
     set_: _Set = None,
 ) -> None:
     """Self-supervised pretraining (SimMIM or MixMAE, optionally SAR-W weighted)."""
-    from alos2fm.train.pretrain import run_pretrain
-
     flags = {"method": method, "weighting.kind": weighting} | _run_flags(
         devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("pretrain", preset, out, resume, flags, set_)
+    from alos2fm.train.pretrain import run_pretrain  # torch loads here, after the config is checked
+
     encoder = run_pretrain(cfg, data, out, resume=resume)
     print(f"encoder written to {encoder}")
 
@@ -517,7 +530,7 @@ def finetune(
     data: _Data,
     out: _Out,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-seg.")
+        str | None, typer.Option("--preset", help=f"Preset ({_presets('finetune')}) or YAML file.")
     ] = None,
     encoder: Annotated[
         Path | None,
@@ -540,12 +553,12 @@ def finetune(
     set_: _Set = None,
 ) -> None:
     """Fine-tune encoder + UPerNet for segmentation; score the test split with the best epoch."""
-    from alos2fm.train.finetune import run_finetune
-
     flags = {"data.label_fraction": label_fraction} | _run_flags(
         devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("finetune", preset, out, resume, flags, set_)
+    from alos2fm.train.finetune import run_finetune  # torch loads here, after the config is checked
+
     best = run_finetune(
         cfg, data, out, encoder=encoder, resume=resume, allow_partial_encoder=allow_partial_encoder
     )
@@ -561,7 +574,7 @@ def lr_sweep(
         typer.Option("--rates", help="Candidate base LRs, comma-separated, e.g. 3e-3,1e-2,3e-2."),
     ],
     preset: Annotated[
-        str | None, typer.Option("--preset", help="Preset name or YAML file, e.g. cpu-tiny-seg.")
+        str | None, typer.Option("--preset", help=f"Preset ({_presets('finetune')}) or YAML file.")
     ] = None,
     encoder: Annotated[
         Path | None,
@@ -575,7 +588,6 @@ def lr_sweep(
 ) -> None:
     """Choose the fine-tuning LR on validation mIoU, for one initialisation."""
     from alos2fm.errors import Alos2fmError
-    from alos2fm.train.sweep import run_lr_sweep
 
     try:
         candidates = [float(r) for r in rates.split(",")]
@@ -585,6 +597,8 @@ def lr_sweep(
         ) from None
     flags = {"schedule.max_steps": max_steps}
     cfg = _training_config("finetune", preset, out, False, flags, set_)
+    from alos2fm.train.sweep import run_lr_sweep  # torch loads here, after the config is checked
+
     result = run_lr_sweep(
         cfg, data, out, candidates, encoder=encoder, allow_partial_encoder=allow_partial_encoder
     )
