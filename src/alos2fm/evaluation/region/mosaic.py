@@ -84,14 +84,15 @@ def fuse_block(
     from affine import Affine
     from rasterio.warp import Resampling, reproject
 
-    bounds = region.window_bounds(window)
-    dst_transform = region.transform * Affine.translation(window.col, window.row)
     total = np.zeros((classes, window.height, window.width), np.float32)
     weight_sum = np.zeros((window.height, window.width), np.float32)
     for scene in scenes:
-        if not scene.meets(bounds):
+        # Only the part of the block the scene covers is warped: a scene often meets a
+        # block in a corner, and GDAL's cost follows the pixels it writes.
+        part = _covered_part(region, window, scene.bounds)
+        if part is None:
             continue
-        source = scene.source_window(bounds, region.crs)
+        source = scene.source_window(region.window_bounds(part), region.crs)
         if source is None:
             continue
         stored = zarr.open_array(str(scene.folder / "probs.zarr"), mode="r")[
@@ -99,7 +100,8 @@ def fuse_block(
         ]
         # Warped as stored (uint8, 255 = no data): 2.6 x faster than float32 with NaN, and
         # bilinear between quantised probabilities loses nothing the quantisation kept.
-        warped = np.full((classes, window.height, window.width), NO_DATA, np.uint8)
+        dst_transform = region.transform * Affine.translation(part.col, part.row)
+        warped = np.full((classes, part.height, part.width), NO_DATA, np.uint8)
         reproject(
             np.ascontiguousarray(stored),
             warped,
@@ -111,15 +113,35 @@ def fuse_block(
             dst_nodata=NO_DATA,
             resampling=Resampling.bilinear,
         )
-        weights = _warped_weights(scene, source, dst_transform, region.crs, window)
+        weights = _warped_weights(scene, source, dst_transform, region.crs, part)
         weights = np.where(warped[0] != NO_DATA, weights, 0.0).astype(np.float32)
-        total += warped * (weights / QUANT)  # no data weighs 0
-        weight_sum += weights
+        rows = slice(part.row - window.row, part.row - window.row + part.height)
+        cols = slice(part.col - window.col, part.col - window.col + part.width)
+        total[:, rows, cols] += warped * (weights / QUANT)  # no data weighs 0
+        weight_sum[rows, cols] += weights
     fused = total / np.maximum(weight_sum, 1e-12)
     mapped = weight_sum > 0
     labels = np.where(mapped, fused.argmax(axis=0), NO_DATA).astype(np.uint8)
     percent = np.where(mapped, np.rint(fused.max(axis=0) * 100), NO_DATA).astype(np.uint8)
     return labels, percent
+
+
+def _covered_part(
+    region: RegionGrid, window: Window, bounds: tuple[float, float, float, float]
+) -> Window | None:
+    """The region pixels of ``window`` inside ``bounds`` (region CRS), one pixel wider."""
+    left, bottom, right, top = bounds
+    col0 = max(window.col, int(np.floor((left - region.left) / region.resolution)) - 1)
+    col1 = min(
+        window.col + window.width, int(np.ceil((right - region.left) / region.resolution)) + 1
+    )
+    row0 = max(window.row, int(np.floor((region.top - top) / region.resolution)) - 1)
+    row1 = min(
+        window.row + window.height, int(np.ceil((region.top - bottom) / region.resolution)) + 1
+    )
+    if col1 <= col0 or row1 <= row0:
+        return None
+    return Window(row0, col0, row1 - row0, col1 - col0)
 
 
 def _warped_weights(
