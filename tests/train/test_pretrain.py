@@ -96,3 +96,24 @@ def test_model_that_does_not_fit_the_data_is_refused(tiny_store, tmp_path):
     two_bands = resolve_config("pretrain", "cpu-tiny-simmim", ["model.in_chans=2"])
     with pytest.raises(RunFolderError, match="1 band.s. \\['HH'\\] of 64 px; the model expects 2"):
         run_pretrain(two_bands, tiny_store, tmp_path / "run2")
+
+
+def test_a_dataset_smaller_than_one_batch_trains_and_says_so(tmp_path, caplog):
+    """synth + default prepare gives a dozen training patches, fewer than a batch of 16:
+    windows are drawn per step, so a patch serves several samples of a batch."""
+    import logging
+
+    from tests.train.conftest import make_store
+
+    store = make_store(tmp_path / "tiny", n_train=5, n_val=1, n_test=1)
+    cfg = resolve_config(
+        "pretrain",
+        "cpu-tiny-simmim",
+        ["schedule.max_steps=2", "data.batch_size=16", "trainer.progress_bar=false"],
+    )
+    with caplog.at_level(logging.WARNING, logger="alos2fm"):
+        encoder = run_pretrain(cfg, store, tmp_path / "run")
+    assert encoder.is_file()
+    said = [r.getMessage() for r in caplog.records if "training patches" in r.getMessage()]
+    assert said and "only 5 training patches for a global batch of 16" in said[0]
+    assert "4 times" in said[0]

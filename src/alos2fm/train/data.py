@@ -16,6 +16,7 @@ does not replace these samplers.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from alos2fm.data.store import read_stats
 from alos2fm.errors import DataError
@@ -33,6 +34,8 @@ from alos2fm.train.config import DataConfig
 # The paper's normalisation of ALOS-2 HH sigma0 in dB (SPEC.md section 1).
 PAPER_HH_MEAN_DB = -10.4327
 PAPER_HH_STD_DB = 5.8041
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -150,13 +153,20 @@ class PatchDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
         world, rank = self._world()
-        if len(dataset) < self.cfg.batch_size * world:
-            raise DataError(
-                f"{len(dataset)} training patches are fewer than one global batch "
-                f"({self.cfg.batch_size} x {world} processes)",
+        batch = self.cfg.batch_size * world
+        if len(dataset) < batch:
+            # A window is drawn from each patch every step, so a patch can serve several
+            # samples of one batch: a tiny dataset trains (a smoke test, not a model).
+            times = -(-batch // len(dataset))
+            log.warning(
+                "%s: only %d training patches for a global batch of %d; each epoch goes "
+                "over them %d times (prepare more patches for a model worth keeping)",
                 self.root,
-                "lower data.batch_size or prepare more patches",
+                len(dataset),
+                batch,
+                times,
             )
+            dataset = ConcatDataset([dataset] * times)
         # Same permutation for any world size (seeded by seed + epoch; Lightning calls
         # set_epoch); dropping the last partial batch keeps every step's batch full.
         sampler = ResumableSampler(
