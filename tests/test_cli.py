@@ -235,3 +235,25 @@ def test_a_preset_typo_is_reported_before_torch_loads(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.split() == ["2", "False"], done.stderr
     assert "unknown preset 'cpu-tiny-sgx'" in done.stderr and "cpu-tiny-seg" in done.stderr
+
+
+def test_prepare_says_when_a_split_gets_no_patch(monkeypatch, capfd, small_scene, tmp_path):
+    """A small scene with the default 4096 px blocks is one block: all of it goes to train,
+    and fine-tuning would stop later for want of a validation split. prepare says so."""
+    code = run_cli(
+        monkeypatch,
+        "prepare",
+        str(small_scene.product),
+        "--labels",
+        str(small_scene.landcover),
+        "--out",
+        str(tmp_path / "ds"),
+        "--patch-size",
+        "64",
+        "--no-progress",
+    )
+    err = capfd.readouterr().err
+    assert code == 0, err
+    assert "warning: the val split has no patch" in err and "--block-size" in err
+    assert "warning: the test split has no patch" in err
+    assert "no labelled pixel in val" not in err  # one line per empty split, not per class

@@ -380,13 +380,30 @@ def prepare(
     result = run_prepare(cfg)
     if result.class_pixels is not None:
         _print_class_pixels(result.class_pixels)
-    for name, split in result.empty_classes():
-        print(f"warning: class {name!r} has no labelled pixel in {split}", file=sys.stderr)
+    for warning in _split_warnings(result):
+        print(f"warning: {warning}", file=sys.stderr)
     splits = ", ".join(f"{name} {n}" for name, n in result.splits.items())
     print(
         f"{result.patches} patches ({splits}) of {result.candidates} candidates "
         f"written to {result.out}"
     )
+
+
+def _split_warnings(result) -> list[str]:
+    """One line per split that lacks something: no patch at all (what fine-tuning and
+    evaluation need), or classes without a labelled pixel."""
+    lines = []
+    for split in ("train", "val", "test"):
+        if result.splits.get(split, 0) == 0:
+            lines.append(
+                f"the {split} split has no patch (fine-tuning needs train and val, evaluation "
+                f"test): use a smaller --block-size, add scenes, or give --split-map"
+            )
+            continue
+        empty = [name for name, where in result.empty_classes() if where == split]
+        if empty:
+            lines.append(f"no labelled pixel in {split} for {', '.join(map(repr, empty))}")
+    return lines
 
 
 def _print_class_pixels(table) -> None:
