@@ -29,8 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from measure import monitored
 
-GIB = 2**30
 TINY = {
     "encoder": {
         "arch": "swin_tiny",
@@ -95,26 +95,12 @@ def write_checkpoint(path: Path) -> Path:
 
 
 def run(command: list[str]) -> dict:
-    """Wall time and the peak RSS (largest process, via a wrapper) of ``alos2fm ...``."""
-    wrapper = (
-        "import resource, subprocess, sys, json;"
-        "rc = subprocess.run(sys.argv[1:]).returncode;"
-        "print(json.dumps({'rc': rc, 'maxrss_kib': "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-c", wrapper, sys.executable, "-m", "alos2fm", *command],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
-    seconds = time.perf_counter() - started
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"alos2fm {command[0]} failed: {done.stderr[-500:]}")
-    return {"seconds": round(seconds, 2), "peak_gib": round(result["maxrss_kib"] * 1024 / GIB, 3)}
+    """Wall time and the peak RSS (largest process) of ``alos2fm ...`` in a fresh process."""
+    measured = monitored([sys.executable, "-m", "alos2fm", *command])
+    return {
+        "seconds": round(measured["seconds"], 2),
+        "peak_gib": measured["peak"]["largest_process_gib"],
+    }
 
 
 def startup_seconds(repeats: int = 3) -> float:

@@ -37,15 +37,13 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-GIB = 2**30
+from measure import monitored
 
 
 def main() -> None:
@@ -161,7 +159,7 @@ with rasterio.open({str(product)!r}) as src:
                 dst.write(src.read(window=window), window=window)
 """
     # Same wrapper and memory sampling as prepare: both pay for the sampling alike.
-    seconds = _monitored([sys.executable, "-c", script])["seconds"]
+    seconds = monitored([sys.executable, "-c", script])["seconds"]
     target.unlink()
     return seconds
 
@@ -193,7 +191,7 @@ def run_prepare(scene, args, out: Path) -> dict:
     ]
     if args.with_labels:
         command += ["--landcover", str(scene.landcover)]
-    return _monitored(command)
+    return monitored(command)
 
 
 def national(args) -> dict:
@@ -218,7 +216,7 @@ def national(args) -> dict:
             command += ["--patch-size", str(args.patch_size), "--stride", str(args.patch_size)]
             command += ["--max-nodata", "1", "--buffer", str(args.buffer), "--no-progress"]
             command += ["--split-fractions", args.split_fractions]
-            run = _monitored(command, watch=pids)
+            run = monitored(command, watch=pids)
         patches = len(pd.read_parquet(out / "index.parquet"))
         runs[workers] = {
             "seconds": round(run["seconds"], 2),
@@ -260,57 +258,6 @@ def national_scenes(work_dir: Path, count: int, size: int) -> list[Path]:
             os.replace(tmp, product)
         products.append(product)
     return products
-
-
-def _monitored(command: list[str], watch: list[int] = ()) -> dict:
-    """Run ``command`` in a fresh process; wall time and peak memory of it and its children,
-    and the peak RSS of each process in ``watch`` (e.g. Dask workers) meanwhile."""
-    import psutil
-
-    # A wrapper process reports ru_maxrss of the command and its children (RUSAGE_CHILDREN:
-    # the largest of them), isolated from this process's own children.
-    wrapper = (
-        "import resource, subprocess, sys, json;"
-        "rc = subprocess.run(sys.argv[1:]).returncode;"
-        "print(json.dumps({'rc': rc, 'maxrss_kib': "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
-    )
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", wrapper, *command], stdout=subprocess.PIPE, text=True, env=env
-    )
-    watched = psutil.Process(proc.pid)
-    others = [psutil.Process(pid) for pid in watch]
-    peak_total = 0
-    peaks = [0] * len(others)
-    while proc.poll() is None:
-        try:
-            tree = [watched, *watched.children(recursive=True)]
-            peak_total = max(peak_total, sum(_rss(p) for p in tree[1:]))  # not the wrapper
-        except psutil.NoSuchProcess:
-            pass
-        peaks = [max(peak, _rss(p)) for peak, p in zip(peaks, others, strict=True)]
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    result = json.loads(proc.stdout.read().strip().splitlines()[-1])
-    if result["rc"] != 0:
-        raise SystemExit(f"{command[1:4]} failed with exit code {result['rc']}")
-    return {
-        "seconds": seconds,
-        "peak": {
-            "largest_process_gib": round(result["maxrss_kib"] * 1024 / GIB, 3),
-            "total_gib": round(peak_total / GIB, 3),
-        },
-        "watched_peak_gib": [round(peak / GIB, 3) for peak in peaks],
-    }
-
-
-def _rss(process) -> int:
-    try:
-        return process.memory_info().rss
-    except Exception:  # the process ended between listing and reading
-        return 0
 
 
 def random_access(root: Path, reads: int = 2000) -> dict:

@@ -280,10 +280,6 @@ class OutputFolder:
         del self.manifest.outputs[name]
         self._save()
 
-    def set_identity(self, identity: Mapping[str, Any]) -> None:
-        self.manifest.identity = dict(identity)
-        self._save()
-
     def commit(self, partial: Path, last: str | None = None, keep: Iterable[str] = ()) -> None:
         """Move everything in ``partial`` (a folder of ours inside the root) to the root,
         ``last`` at the end; our outputs of an earlier run that this one did not make are

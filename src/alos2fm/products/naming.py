@@ -22,11 +22,12 @@ The PALSAR/PALSAR-2 25 m mosaic tiles follow another scheme, parsed by
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from alos2fm.errors import ProductError
+from alos2fm.errors import DataError, ProductError
 
 _SCENE = r"ALOS2(?P<orbit>\d{5})(?P<frame>\d{4})-(?P<yymmdd>\d{6})"
 _PRODUCT = (
@@ -216,3 +217,23 @@ def _check_date(iso: str, name: str | Path) -> None:
         date.fromisoformat(iso)
     except ValueError as err:
         raise ProductError(f"date {iso} in the name is not a calendar date", name) from err
+
+
+def scene_names(products: Sequence[Path]) -> list[str]:
+    """A name for each product's scene, as prepare's patch ids and map's scene folders
+    use it: the file name without ``.tif``; products of one name in different folders
+    (``a/T3``, ``b/T3``) told apart by their folder's name, then a number. The same product
+    given twice is refused."""
+    names: list[str] = []
+    seen: set[Path] = set()
+    for product in map(Path, products):
+        if product.resolve() in seen:
+            raise DataError("product given twice", product, hint="give each product once")
+        seen.add(product.resolve())
+        name = product.name
+        for suffix in (".tif", ".tiff", ".TIF", ".TIFF"):
+            name = name.removesuffix(suffix)
+        candidates = [name, f"{product.resolve().parent.name}-{name}"]
+        candidates += [f"{candidates[1]}-{n}" for n in range(2, len(names) + 3)]
+        names.append(next(c for c in candidates if c not in names))
+    return names

@@ -26,8 +26,6 @@ Nodata = float | int | Literal["file"] | None
 
 VECTOR_SUFFIXES = {".gpkg", ".shp", ".geojson", ".json", ".fgb", ".gml", ".kml", ".sqlite"}
 IMAGE_SUFFIXES = {".npy", ".png", ".bmp"}  # label images: never georeferenced
-# Files that belong to one vector layer (their content is the layer's): fingerprints.
-_SHAPEFILE_PARTS = (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix")
 
 
 class LabelSource:

@@ -15,9 +15,10 @@ from alos2fm.data.classes import (
     attribute_key,
     load_class_table,
 )
-from alos2fm.data.labels.base import _SHAPEFILE_PARTS, LabelSource, Resampling, UnknownValues
+from alos2fm.data.labels.base import LabelSource, Resampling, UnknownValues
 from alos2fm.data.labels.rasters import _check_resampling, _scene_lonlat
 from alos2fm.errors import DataError
+from alos2fm.identity import reader_files
 from alos2fm.products.base import RasterGrid, Window
 
 
@@ -54,7 +55,7 @@ class VectorLabels(LabelSource):
         if not info["crs"]:
             raise DataError("label layer has no CRS", self.path, hint="assign one in QGIS")
         self.crs = info["crs"]
-        self.files = _layer_files(self.path)
+        self.files = reader_files(self.path)  # a shapefile's sidecars, a GeoPackage's log
         self._checked = False
 
     def check_scene(self, product: Any, scene: str | Path) -> None:
@@ -164,11 +165,3 @@ def _vector_info(path: Path, layer: str | int | None = None, bounds: bool = Fals
 
 def _vector_fields(path: Path) -> list[str]:
     return _vector_info(path)["fields"]
-
-
-def _layer_files(path: Path) -> list[Path]:
-    """The files of one layer: a shapefile's parts, else the file itself."""
-    if path.suffix.lower() != ".shp":
-        return [path]
-    parts = [path.with_suffix(s) for s in _SHAPEFILE_PARTS]
-    return [p for p in parts if p.exists()]

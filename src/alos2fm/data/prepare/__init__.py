@@ -58,7 +58,15 @@ from alos2fm.data.prepare.tasks import DONE, make_tasks, read_done
 from alos2fm.identity import inputs_fingerprint
 from alos2fm.outputs import claim_folder
 
-__all__ = ["PrepareConfig", "PrepareResult", "prepare_config", "run_prepare", "split_map_table"]
+__all__ = [
+    "DONE",
+    "STAGING",
+    "PrepareConfig",
+    "PrepareResult",
+    "prepare_config",
+    "run_prepare",
+    "split_map_table",
+]
 
 STAGING = ".staging"
 PARTIAL = ".partial"
@@ -123,6 +131,3 @@ def run_prepare(cfg: PrepareConfig) -> PrepareResult:
         # Committed: the staged shards now in the dataset are removed from staging.
         release_staged(results, layout, folder.run_id)
         return result
-
-
-__all__ += ["DONE", "STAGING"]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from alos2fm.data.prepare.config import SPLIT_NAMES, PrepareConfig
 from alos2fm.errors import DataError
 from alos2fm.products.base import RasterGrid
+from alos2fm.products.naming import scene_names
 
 if TYPE_CHECKING:
     from alos2fm.data.labels import LabelSource
@@ -51,16 +52,14 @@ def check_inputs(cfg: PrepareConfig) -> list[Scene]:
     split_maps = _label_sources(cfg, cfg.split_map, split_map_table(), table_given=True)
     if cfg.split_map and not cfg.labels:
         raise DataError("a split map needs labels", cfg.split_map[0], hint="pass --labels")
+    names = scene_names(cfg.products)
     scenes: list[Scene] = []
-    for path, labels, splits in zip(cfg.products, sources, split_maps, strict=True):
+    for path, name, labels, splits in zip(cfg.products, names, sources, split_maps, strict=True):
         product = open_scene(path, cfg)
         validate_product(product)  # fill values, non-finite, outside physical dB: refused
         for source in (labels, splits):
             if source is not None:
                 source.check_scene(product, path)
-        if any(_same_file(s.product, Path(path)) for s in scenes):
-            raise DataError("product given twice", path, hint="give each product once")
-        name = _scene_name(Path(path), {s.name for s in scenes})
         if scenes and product.bands != scenes[0].bands:
             raise DataError(
                 f"bands {list(product.bands)} differ from {list(scenes[0].bands)} of "
@@ -136,18 +135,3 @@ def split_map_table() -> Any:
         ],
         ignore=[0],
     )
-
-
-def _scene_name(path: Path, taken: set[str]) -> str:
-    """The product's file name without ``.tif``; products of the same name in different
-    folders (``a/T3``, ``b/T3``) are told apart by their folder's name, then a number."""
-    name = path.name
-    for suffix in (".tif", ".tiff", ".TIF", ".TIFF"):
-        name = name.removesuffix(suffix)
-    candidates = [name, f"{path.resolve().parent.name}-{name}"]
-    candidates += [f"{candidates[1]}-{n}" for n in range(2, len(taken) + 3)]
-    return next(c for c in candidates if c not in taken)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    return a.resolve() == b.resolve()

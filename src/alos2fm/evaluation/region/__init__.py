@@ -35,7 +35,8 @@ from alos2fm.atomic import atomic_path
 from alos2fm.errors import DataError, validation_problems
 from alos2fm.evaluation.region.grid import RegionGrid, region_grid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
-from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene, scene_folder_name
+from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene
+from alos2fm.products.naming import scene_names
 
 SCENES = "scenes"
 MAP, CONFIDENCE = "map", "confidence"
@@ -106,10 +107,8 @@ def run_map(cfg: MapConfig) -> MapResult:
         rerun="replace",  # finished scenes are reused one by one, by identity
     ) as folder:
         checkpoint_sha = content_digest(cfg.checkpoint)
-        tasks, taken = [], set()
-        for product in cfg.products:
-            name = scene_folder_name(product, taken)
-            taken.add(name)
+        tasks = []
+        for product, name in zip(cfg.products, scene_names(cfg.products), strict=True):
             identity = {
                 "checkpoint": checkpoint_sha,
                 "product": inputs_fingerprint([product]),
@@ -146,12 +145,7 @@ def _check_inputs(cfg: MapConfig) -> tuple[Any, list[Any]]:
     of the products as the model sees them (after the training data's multilook)."""
     from alos2fm.evaluation.predict import load_segmenter_for_inference, open_for_model
 
-    seen = set()
-    for product in cfg.products:
-        key = Path(product).resolve()
-        if key in seen:
-            raise DataError("product given twice", product, hint="give each product once")
-        seen.add(key)
+    scene_names(cfg.products)  # the same product twice is refused before any work
     _, meta = load_segmenter_for_inference(cfg.checkpoint, "cpu")
     grids = []
     for path in cfg.products:
