@@ -177,3 +177,30 @@ def test_two_dask_workers_make_the_same_map(tmp_path):
         )
     np.testing.assert_array_equal(_read(there.map_path)[0], _read(here.map_path)[0])
     assert [s.status for s in there.scenes] == ["mapped", "mapped"]
+
+
+def test_a_rotated_scene_lands_north_up_with_its_footprint(pointwise, tmp_path):
+    """CEOS L1.5 products are on grids rotated along track: the map is north-up, and
+    every pixel of the rotated footprint is mapped, nothing outside it."""
+    import math
+
+    angle = math.radians(12)
+    cos, sin = PIXEL * math.cos(angle), PIXEL * math.sin(angle)
+    rotated = Affine(cos, sin, LEFT, sin, -cos, TOP)  # columns run 12° north of east
+    product = write_tif(tmp_path / "rotated.tif", _scene(60, 80), transform=rotated)
+    result = _map([product], pointwise, tmp_path / "out")
+    classes, transform = _read(result.map_path)
+    assert transform.b == 0 and transform.d == 0  # north-up
+    mapped = (classes != 255).sum()
+    assert abs(mapped - 60 * 80) < 0.02 * 60 * 80  # the footprint's area, to its edge pixels
+    assert classes.shape[0] > 60 and classes.shape[1] > 80  # the rotated box is larger
+
+
+def test_map_refuses_a_product_of_other_bands_before_writing(pointwise, tmp_path):
+    two_bands = write_tif(tmp_path / "hh_hv.tif", np.concatenate([_scene(40, 40)] * 2))
+    with pytest.raises(Exception, match="band") as refused:
+        _map([two_bands], pointwise, tmp_path / "out")
+    from alos2fm.errors import Alos2fmError
+
+    assert isinstance(refused.value, Alos2fmError)
+    assert not (tmp_path / "out").exists()

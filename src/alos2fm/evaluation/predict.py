@@ -455,7 +455,6 @@ def predict_product(
 
     started = time.perf_counter()
     tile, overlap = _check_options(options, meta, product)
-    _band_indices(product, meta)  # fail before creating any file
     height, width = product.grid.height, product.grid.width
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -601,17 +600,22 @@ def open_for_model(
     *,
     kind: str | None = None,
     nodata: float | None = None,
+    validate: bool = True,
 ) -> tuple[Product, Product]:
     """The product as the model was trained on it: the model's bands (generic names such
     as a dB raster's DB1 open the product whole and are taken by position), checked as
-    valid backscatter, with the training data's multilook and speckle filter repeated.
+    valid backscatter (``validate``: the bands and a whole read of the scene; off where
+    the caller has checked them already), with the training data's multilook and speckle
+    filter repeated.
     Returns (what to predict on, the reader to close)."""
     from alos2fm.data.recipe import Preprocessing
     from alos2fm.products import open_product, validate_product
 
     bands = bands_to_open(meta.bands)
     source = open_product(product_path, kind=kind, bands=bands, nodata=nodata)
-    validate_product(source)
+    if validate:  # before any output: bands the model cannot take, invalid backscatter
+        _band_indices(source, meta)
+        validate_product(source)
     if meta.preprocessing is None:
         log.warning(
             "%s does not record the training data's preprocessing: the product is used as "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import shutil
 import time
@@ -100,9 +99,9 @@ def _predict_into(task: SceneTask, folder: Path, started: float) -> SceneResult:
     from alos2fm.evaluation.predict import open_for_model, probability_strips, resolve_tiling
 
     model, meta = _model(str(task.checkpoint), task.device)
-    product, source = open_for_model(
-        task.product, meta, task.checkpoint, kind=task.kind, nodata=task.nodata
-    )
+    # run_map checked every product's backscatter before dispatching the scenes.
+    options = {"kind": task.kind, "nodata": task.nodata, "validate": False}
+    product, source = open_for_model(task.product, meta, task.checkpoint, **options)
     try:
         tile, overlap = resolve_tiling(task.tile, task.overlap, meta, product)
         grid = product.grid
@@ -179,18 +178,6 @@ def _model(checkpoint: str, device: str) -> tuple[Any, Any]:
     return load_segmenter_for_inference(checkpoint, device)
 
 
-def scene_folder_name(product: Path, taken: set[str]) -> str:
-    """A folder name for the product's scene: its file name, told apart by its parent
-    folder's name where two products share one."""
-    name = product.name.removesuffix(".tif").removesuffix(".TIF")
-    if product.is_dir() or name in ("T3", "C3"):
-        name = f"{product.resolve().parent.name}-{name}" if name in ("T3", "C3") else name
-    candidate, n = name, 2
-    while candidate in taken:
-        candidate, n = f"{name}-{n}", n + 1
-    return candidate
-
-
 def _json(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
@@ -198,7 +185,3 @@ def _json(value: Any) -> Any:
 def _write_json(path: Path, content: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(content, indent=2, default=str) + "\n")
-
-
-def coarse_shape(height: int, width: int) -> tuple[int, int]:
-    return math.ceil(height / COARSE), math.ceil(width / COARSE)
