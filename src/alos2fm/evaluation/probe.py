@@ -15,7 +15,7 @@ A random encoder is drawn anew per seed. Each encoder is fed as it was pretraine
 (``alos2fm.contract``): the dataset's bands must be its bands, standardised with its own
 dB statistics from ``encoder.json`` (a random encoder takes the dataset's), and its file
 must initialise every tensor of the encoder. ``compare_encoders`` adds paired differences
-to the first encoder over seeds with a paired t-test.
+to the first encoder over seeds (paired t, ``alos2fm.evaluation.statistics``).
 """
 
 from __future__ import annotations
@@ -248,8 +248,9 @@ def run_probe(
 
 def compare_encoders(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     """Mean ± std of mIoU per encoder over seeds, and the paired difference to the first
-    encoder with a two-sided paired t-test (p-value)."""
-    from scipy.stats import ttest_rel
+    encoder over shared seeds (``alos2fm.evaluation.statistics.paired_difference``): its
+    mean, two-sided 95 % t interval (``diff_low``, ``diff_high``) and paired t-test p."""
+    from alos2fm.evaluation.statistics import paired_difference
 
     by_encoder: dict[str, dict[int, float]] = {}
     for row in rows:
@@ -267,13 +268,10 @@ def compare_encoders(rows: list[dict[str, Any]], split: str = "test") -> list[di
         }
         if name != reference_name:
             seeds = sorted(set(scores) & set(reference))
-            diff = np.array([scores[s] - reference[s] for s in seeds])
-            entry["diff_to_" + reference_name] = float(diff.mean())
-            entry["p_value"] = (
-                float(ttest_rel([scores[s] for s in seeds], [reference[s] for s in seeds]).pvalue)
-                if len(seeds) > 1 and diff.std() > 0
-                else math.nan
-            )
+            diff = paired_difference([scores[s] for s in seeds], [reference[s] for s in seeds])
+            entry["diff_to_" + reference_name] = diff.mean
+            entry["p_value"] = diff.p
+            entry["diff_low"], entry["diff_high"] = diff.low, diff.high
         summary.append(entry)
     return summary
 
