@@ -179,6 +179,13 @@ def _source(product: Any) -> Any:
     return product
 
 
+def calibrated_from_dn(product: Product) -> bool:
+    """Whether the reader under ``product`` calibrates integer DN itself (DN 0 = no data):
+    its dB values are then the logarithm of 16-bit integers plus CF, finite and within
+    about 100 dB of CF (processing wrappers average them, which stays within that range)."""
+    return bool(getattr(_source(product), "calibrated_from_dn", False))
+
+
 def check_backscatter(
     product: Product,
     nodata: float | None = None,
@@ -193,7 +200,7 @@ def check_backscatter(
     memory is bands x block² x 4 B (4 MiB per band) whatever the scene's size.
     """
     source = _source(product)
-    check_needed = not getattr(source, "calibrated_from_dn", False)
+    check_needed = not calibrated_from_dn(source)
     raw = getattr(source, "read_raw", None)
     if raw is not None:
         unit = getattr(source, "raw_unit", "dB")

@@ -72,6 +72,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     from tqdm.auto import tqdm
 
     from alos2fm.data.tiling import patch_georefs, patch_id
+    from alos2fm.products.validation import calibrated_from_dn
 
     done = read_done(task.staging)
     if done is not None and done["fingerprint"] == task.fingerprint:
@@ -88,8 +89,16 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             if source is not None:
                 source.attach(product, task.product)
         num_classes = labels.table.num_classes if labels is not None else 0
+        # A reader that calibrates 16-bit DN itself gives dB within ~100 dB of CF, far inside
+        # float16's +-65504: the scan for values it would store as infinite (a pass over
+        # every pixel, float16 having no fast test) is kept for the other readers only.
+        check = not calibrated_from_dn(product)
         staged = store.StagedPatches(
-            task.staging, product.bands, cfg.patch_size, with_labels=labels is not None
+            task.staging,
+            product.bands,
+            cfg.patch_size,
+            with_labels=labels is not None,
+            checked=True,  # by to_patch_dtype below
         )
         bar = tqdm(
             total=len(task.windows),
@@ -102,7 +111,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
             box = _bounding_window(batch)
             db = product.read_db(box)
             # Validity and statistics of the values as stored; an overflow is refused.
-            stored = store.to_patch_dtype(db, where=task.product)
+            stored = store.to_patch_dtype(db, where=task.product, check=check)
             finite = np.isfinite(db).all(axis=0)
             moments = store.BandMoments(stored)
             label_box = split_box = None
@@ -117,7 +126,8 @@ def run_scene_task(task: SceneTask) -> TaskResult:
                     slice(window.row - box.row, window.row - box.row + window.height),
                     slice(window.col - box.col, window.col - box.col + window.width),
                 )
-                fraction = float(finite[inside].mean())
+                valid = finite[inside]
+                fraction = np.count_nonzero(valid) / valid.size  # mean() would sum floats
                 if 1.0 - fraction > cfg.max_nodata:
                     continue
                 image = stored[(slice(None), *inside)]
