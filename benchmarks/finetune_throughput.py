@@ -141,6 +141,7 @@ def main() -> None:
         "trainer.limit_val_batches=0",
         "trainer.accelerator=cpu",
         "trainer.devices=1",  # the paper preset's 8 GPUs and DDP: one CPU process here
+        "trainer.threads=auto",  # OMP_NUM_THREADS, as the bare model runs (not the preset's 1)
         "trainer.strategy=auto",
         "trainer.num_nodes=1",
         f"trainer.precision={args.precision}",

@@ -298,6 +298,7 @@ def main() -> None:
                     "trainer.log_every_n_steps=50",
                     "trainer.progress_bar=false",
                     "trainer.checkpoint_every_n_epochs=100",
+                    "trainer.threads=auto",  # OMP_NUM_THREADS, not the preset's 1
                     "figure_every_n_epochs=100",
                     f"model.img_size={args.img_size}",
                     *[f"trainer.{item}" for item in args.trainer_set],

@@ -16,6 +16,42 @@ def _metrics(demo: Path, init: str) -> dict:
     return json.loads((demo / f"finetune-{init}" / "test" / "metrics.json").read_text())
 
 
+def _timings(demo: Path) -> list[str]:
+    """The wall-clock table of ``timings.tsv`` (written by scripts/demo.sh)."""
+    path = demo / "timings.tsv"
+    if not path.is_file():
+        return []
+    rows = [line.split("\t") for line in path.read_text().splitlines()[1:] if line.strip()]
+    lines = ["| stage | seconds | threads |", "|---|---|---|"]
+    lines += [f"| {name} | {seconds} | {threads} |" for name, seconds, threads in rows]
+    return lines
+
+
+def _validation(demo: Path, test: dict) -> list[str]:
+    """What ``evaluate --split val`` adds: the scores of the split that chose the checkpoint."""
+    path = demo / "evaluation-val" / "metrics.json"
+    if not path.is_file():
+        return []
+    val = json.loads(path.read_text())
+    return [
+        "",
+        "## Validation split (`evaluate --split val`)",
+        "",
+        "The best checkpoint was chosen on the validation split, so its score there is "
+        "optimistic; the gap to the test split is what the selection flattered it by.",
+        "",
+        "| pretrained run | mIoU | mean accuracy | overall accuracy | kappa | pixels |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {split} | {m['miou']:.3f} | {m['mean_accuracy']:.3f} | "
+            f"{m['overall_accuracy']:.3f} | {m['kappa']:.3f} | {m['pixels']} |"
+            for split, m in (("validation", val), ("test", test))
+        ),
+        "",
+        _figure(demo, demo / "evaluation-val" / "confusion_matrix.png", "validation confusion"),
+    ]
+
+
 def _figure(demo: Path, path: Path, caption: str) -> str:
     if not path.exists():
         return f"*({caption}: not produced)*"
@@ -65,6 +101,7 @@ def report(demo: Path) -> str:
             f"{m['overall_accuracy']:.3f} | {m['kappa']:.3f} | {m['pixels']} |"
         )
     lines += ["", _verdict(scores)]
+    lines += _validation(demo, scores["pretrained"])
     lines += ["", "## Per-class IoU", "", "| class | " + " | ".join(RUNS.values()) + " |"]
     lines.append("|---|" + "---|" * len(RUNS))
     for name in names:
@@ -81,27 +118,42 @@ def report(demo: Path) -> str:
         "",
         _figure(demo, demo / "dataset" / "class_distribution.png", "class distribution"),
         "",
-        "Pretraining reconstructions (input, mask, reconstruction, SAR-W weight) and loss:",
+        "Pretraining reconstructions of the same training patches at the first and the "
+        "last figure epoch (input and reconstruction in dB, hidden pixels marked), and the "
+        "pretraining loss (`pretrain/figures/`):",
         "",
-        _figure(demo, _last(demo / "pretrain" / "figures", "reconstruction_*.png"), "recon"),
+        *(
+            _figure(demo, path, f"reconstructions, {path.stem[-5:]}")
+            for path in _first_and_last(demo / "pretrain" / "figures", "reconstruction_*.png")
+        ),
         _figure(demo, demo / "pretrain" / "figures" / "loss_curve.png", "pretraining loss"),
         "",
-        "Evaluation of the pretrained run (`evaluation/`):",
+        "Fine-tuning curves, losses and validation scores by optimiser step "
+        "(`finetune-*/figures/training_curves.png`):",
         "",
-        _figure(demo, demo / "evaluation" / "confusion_matrix.png", "confusion matrix"),
-        _figure(demo, demo / "evaluation" / "per_class_iou.png", "per-class IoU"),
+        *(
+            _figure(demo, demo / f"finetune-{init}" / "figures" / "training_curves.png", label)
+            for init, label in RUNS.items()
+        ),
+        "",
+        "Test split of the pretrained run (`finetune-pretrained/test/`):",
+        "",
+        _figure(demo, demo / "finetune-pretrained" / "test" / "confusion_matrix.png", "confusion"),
+        _figure(demo, demo / "finetune-pretrained" / "test" / "per_class_iou.png", "per-class IoU"),
         "",
         "Predicted land-cover map of the whole scene (`map/landcover_map.tif`):",
         "",
         _figure(demo, demo / "map" / "landcover_map.png", "predicted map"),
         "",
     ]
+    if timings := _timings(demo):
+        lines += ["## Wall-clock time per stage", "", *timings, ""]
     return "\n".join(lines)
 
 
-def _last(folder: Path, pattern: str) -> Path:
+def _first_and_last(folder: Path, pattern: str) -> list[Path]:
     found = sorted(folder.glob(pattern))
-    return found[-1] if found else folder / pattern
+    return [found[0], found[-1]] if len(found) > 1 else found or [folder / pattern]
 
 
 def main() -> None:

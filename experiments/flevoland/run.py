@@ -66,6 +66,7 @@ sys.path.insert(0, str(HERE))  # the study's sibling modules, when run as a scri
 from baseline_rf import fit_predict, local_statistics  # noqa: E402
 from scene import (  # noqa: E402
     CLASS_NAMES,
+    missing_scene,
     open_scene,
     prepare_finetuning,
     prepare_pretraining,
@@ -637,6 +638,13 @@ def main() -> None:
     args = parser.parse_args()
     plan = args.config or HERE / "configs" / ("quick.yaml" if args.quick else "full.yaml")
     cfg = StudyConfig.model_validate(yaml.safe_load(plan.read_text()))
+    # The scene is checked before anything is written: a user without it gets the files it
+    # needs and where they come from, and no empty study folder.
+    settings = args.setting or list(cfg.settings)
+    bands = sorted({band for name in settings for band in cfg.settings.get(name, [])})
+    problem = missing_scene(args.data, bands)
+    if problem:
+        raise SystemExit(f"run.py: {problem}")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     started = time.perf_counter()
     from alos2fm.train.checkpointing import Preempted

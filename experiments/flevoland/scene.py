@@ -32,9 +32,16 @@ from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import ClassTable, load_class_table
 from alos2fm.data.prepare import prepare_config, run_prepare
 from alos2fm.products.base import Window
+from alos2fm.products.polsarpro import _ELEMENTS as T3_ELEMENTS  # the T3 files of each band
 from alos2fm.products.polsarpro import T3Product
 
 GT_FILE = "Flevoland_gt_uint8_750x1024.npy"
+# Where the scene comes from, for a user who does not have it (see the data folder's README).
+SOURCE = (
+    "the AIRSAR L-band Flevoland scene (NASA/JPL, an ESA PolSARpro sample data set) as a "
+    "PolSARpro T3 folder with its 15-class ground truth; the copy used here is "
+    "github.com/mqalkhatib/CV-ASDF2Net, Datasets/Flevoland/ (experiments/flevoland/README.md)"
+)
 CLASSES = load_class_table("flevoland")
 # Ground-truth ids 1..15 (0 = unlabelled): the shipped table's classes, in its order.
 CLASS_NAMES = {cls.values[0]: cls.name for cls in CLASSES.classes}
@@ -44,6 +51,28 @@ UNLABELLED = 0
 def class_colours() -> dict[int, tuple[int, int, int]]:
     """The fixed RGB colour of each ground-truth id, the same in every figure."""
     return {cls.values[0]: cls.color for cls in CLASSES.classes}
+
+
+def scene_files(data_dir: Path, bands: Sequence[str]) -> list[Path]:
+    """Every file the study reads for ``bands``: the T3 elements (ENVI ``.bin`` + ``.hdr``)
+    their intensities need, and the ground truth."""
+    elements = sorted({element for band in bands for element in T3_ELEMENTS[band]})
+    t3 = [data_dir / "T3" / f"{e}.bin{suffix}" for e in elements for suffix in ("", ".hdr")]
+    return [*t3, data_dir / GT_FILE]
+
+
+def missing_scene(data_dir: Path, bands: Sequence[str]) -> str | None:
+    """Why the study cannot start on ``data_dir`` (the files it lacks, where they come
+    from), or None when every file is there."""
+    missing = [p for p in scene_files(data_dir, bands) if not p.is_file()]
+    if not missing:
+        return None
+    names = ", ".join(str(p.relative_to(data_dir)) for p in missing)
+    return (
+        f"the Flevoland scene is not in {data_dir}: missing {names}. It is {SOURCE}. "
+        "Put it there, or pass --data FOLDER (or set ALOS2FM_SHARED_DATA to the folder "
+        "holding flevoland_airsar_lband_t3)."
+    )
 
 
 def open_scene(data_dir: Path, bands: Sequence[str]) -> T3Product:

@@ -75,6 +75,22 @@ def test_reconstruction_grid(tmp_path: Path) -> None:
     assert width > height  # two rows of four panels
 
 
+def test_reconstruction_grid_marks_hidden_pixels_and_takes_other_units(tmp_path: Path) -> None:
+    image = torch.randn(2, 1, 32, 32) * 3 - 12  # dB
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., :16] = 1
+    out = figures.plot_reconstructions(
+        image,
+        mask,
+        torch.rand(2, 1, 32, 32),  # a HOG target's energy: its own scale
+        tmp_path / "rec.png",
+        reconstruction_units="HOG energy",
+        row_labels=["training patch 3", "training patch 9"],
+    )
+    hidden = tuple(round(255 * c) for c in figures.HIDDEN_COLOUR)
+    assert hidden in _pixels(out)
+
+
 def test_loss_curves_from_a_lightning_csv(tmp_path: Path) -> None:
     csv = tmp_path / "metrics.csv"
     csv.write_text(
@@ -84,6 +100,12 @@ def test_loss_curves_from_a_lightning_csv(tmp_path: Path) -> None:
     )
     out = figures.plot_loss_curves(csv, tmp_path / "curves.png")
     assert imread(out).shape[1] > imread(out).shape[0]  # two panels side by side
+    losses, scores = figures.loss_curves_figure(csv).axes
+    assert losses.get_shared_x_axes().joined(losses, scores)  # one x axis
+    assert "step" in losses.get_xlabel() and "step" in scores.get_xlabel()
+    assert scores.get_ylabel() and scores.get_title()  # the right panel says what it shows
+    assert [line.get_label() for line in scores.get_lines()] == ["val_miou"]
+    assert list(scores.get_lines()[0].get_xdata()) == [19, 39]  # at their steps, not epochs
 
 
 def test_failed_write_keeps_the_previous_figure(tmp_path: Path, monkeypatch) -> None:

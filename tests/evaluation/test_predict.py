@@ -383,4 +383,34 @@ def test_the_progress_bar_counts_the_tiles_the_summary_reports(tmp_path: Path, c
         _options(quicklook=False, progress=True),
     )
     final = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
-    assert f"{result.tiles}/{result.tiles} " in final
+    assert f"{result.tiles_total}/{result.tiles_total} " in final  # no-data tiles skipped
+    assert f"{result.tiles} with data" in final
+
+
+def test_the_progress_bar_knows_its_total_before_the_first_strip(tmp_path, monkeypatch) -> None:
+    import tqdm
+
+    bars: list[tqdm.tqdm] = []
+
+    class RecordedBar(tqdm.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    @dataclass
+    class WatchedProduct(ArrayProduct):
+        totals: list[float | None] = field(default_factory=list)  # the bar's, at each read
+
+        def read_db(self, window: Window) -> np.ndarray:
+            self.totals.append(bars[-1].total)
+            return super().read_db(window)
+
+    monkeypatch.setattr(tqdm, "tqdm", RecordedBar)
+    db = _scene(100, 75)
+    db[:, 60:, :] = np.nan
+    product = WatchedProduct(db)
+    result = predict_product(
+        product, Pointwise(), _meta(), tmp_path / "m.tif", _options(quicklook=False, progress=True)
+    )
+    assert product.totals == [result.tiles_total] * 4  # 4 strips of 3 tiles, known up front
+    assert bars[-1].n == result.tiles_total

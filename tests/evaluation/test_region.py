@@ -70,6 +70,31 @@ def test_two_scenes_that_agree_leave_no_seam(pointwise, tmp_path):
     assert (got != 255).all() and len(np.unique(got)) == 3
 
 
+def test_a_scene_on_the_region_pixels_is_copied_as_the_warp_would_place_it(
+    pointwise, tmp_path, monkeypatch
+):
+    """Where a scene's pixels are the region's (same CRS, size and edges), its stored
+    probabilities are sliced instead of warped: the same map, at no warp's cost."""
+    from alos2fm.evaluation.region import mosaic
+
+    product = _crop(tmp_path, "a", _scene(48, 64), 0, 64)
+    offsets, pixel_offset = [], mosaic._pixel_offset
+
+    def recorded(grid, region):
+        offsets.append(pixel_offset(grid, region))
+        return offsets[-1]
+
+    monkeypatch.setattr(mosaic, "_pixel_offset", recorded)
+    sliced = _map([product], pointwise, tmp_path / "sliced")
+    assert offsets == [(0, 0)]
+    monkeypatch.setattr(mosaic, "_pixel_offset", lambda grid, region: None)
+    warped = _map([product], pointwise, tmp_path / "warped")
+    np.testing.assert_array_equal(_read(sliced.map_path)[0], _read(warped.map_path)[0])
+    np.testing.assert_array_equal(
+        _read(sliced.confidence_path)[0], _read(warped.confidence_path)[0]
+    )
+
+
 def test_where_scenes_disagree_the_confidence_says_so(pointwise, tmp_path):
     db = np.full((1, 48, 160), MEAN_DB + 2.0, np.float32)  # class 2 (rice), confidently
     other = db.copy()

@@ -17,7 +17,7 @@ from alos2fm.models.backbones import create_encoder
 from alos2fm.outputs import OutputError
 from alos2fm.train.config import resolve_config
 from alos2fm.train.data import Normalisation
-from alos2fm.train.pretrain import PretrainModule, RunFolderError, run_pretrain
+from alos2fm.train.pretrain import PretrainModule, RunFolderError, figure_patches, run_pretrain
 
 FAST = ["--epochs", "1", "--batch-size", "4", "--set", "trainer.accelerator=cpu"]
 
@@ -117,3 +117,43 @@ def test_a_dataset_smaller_than_one_batch_trains_and_says_so(tmp_path, caplog):
     said = [r.getMessage() for r in caplog.records if "training patches" in r.getMessage()]
     assert said and "only 5 training patches for a global batch of 16" in said[0]
     assert "4 times" in said[0]
+
+
+def test_figure_patches_are_spread_and_a_function_of_the_seed():
+    picked = figure_patches(100, 4, seed=0)
+    assert picked == figure_patches(100, 4, seed=0) == sorted(set(picked))
+    assert picked != figure_patches(100, 4, seed=1)
+    assert figure_patches(3, 4, seed=0) == [0, 1, 2]
+
+
+def test_reconstruction_figures_show_the_same_patches_at_every_epoch(
+    tiny_store, tmp_path, monkeypatch
+):
+    from alos2fm.evaluation import figures
+
+    drawn = []
+    monkeypatch.setattr(
+        figures, "plot_reconstructions", lambda *args, **kwargs: drawn.append((args, kwargs))
+    )
+    cfg = resolve_config(
+        "pretrain",
+        "cpu-tiny-simmim",
+        [
+            "schedule.epochs=2",
+            "data.batch_size=4",
+            "figure_every_n_epochs=1",
+            "figure_images=3",
+            "trainer.progress_bar=false",
+        ],
+    )
+    run_pretrain(cfg, tiny_store, tmp_path / "run")
+    assert len(drawn) == 2  # epochs 1 and 2
+    (first, first_kw), (second, second_kw) = drawn
+    assert first_kw["row_labels"] == second_kw["row_labels"]
+    assert len(first_kw["row_labels"]) == 3
+    image, mask, reconstruction = first[:3]
+    assert torch.equal(image.nan_to_num(), second[0].nan_to_num())  # same windows, in dB
+    assert torch.equal(mask, second[1])  # same mask
+    assert not torch.equal(reconstruction, second[2])  # what the model learnt in between
+    assert first_kw["reconstruction_units"] == "dB"
+    assert -40 < float(image.nanmean()) < 10  # backscatter in dB, not standardised

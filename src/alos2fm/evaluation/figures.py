@@ -10,6 +10,7 @@ Class colours are RGB 0-255 triples, as in the label tables; the ignore / no-dat
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _save(fig: Figure, out_png: str | Path) -> Path:
 
 def _subplots(*args, **kwargs):
     """``(figure, axes)`` like ``pyplot.subplots``, without pyplot."""
-    fig = Figure(figsize=kwargs.pop("figsize", None))
+    fig = Figure(figsize=kwargs.pop("figsize", None), layout=kwargs.pop("layout", None))
     return fig, fig.subplots(*args, **kwargs)
 
 
@@ -174,6 +175,9 @@ def plot_prediction(
     return _save(fig, out_png)
 
 
+HIDDEN_COLOUR = (0.0, 0.75, 0.85)  # the pixels a masked-image model hides from its encoder
+
+
 def plot_reconstructions(
     image,
     mask,
@@ -182,55 +186,108 @@ def plot_reconstructions(
     weight=None,
     max_images: int = 4,
     title: str | None = None,
+    *,
+    units: str = "dB",
+    reconstruction_units: str | None = None,
+    row_labels: Sequence[str] | None = None,
 ) -> Path:
-    """Masked-image-modelling results, one row per image: input, mask, reconstruction
-    and (when given) the SAR-W weight map. First channel shown.
+    """Masked-image-modelling results, one row per image (first channel shown): the
+    input, what the encoder saw (hidden pixels in one colour, explained in a legend), the
+    reconstruction and (when given) the SAR-W weight map, with a caption.
+
+    Input and reconstruction share one colour scale (2-98 % of all inputs shown) and its
+    colour bar, so that figures of the same patches at successive epochs compare directly.
 
     Args:
-        image: (N, C, H, W) input, any units (normalised or dB); array or tensor.
-        mask: (N, H, W) or (N, 1, H, W), 1/True where pixels were masked.
-        reconstruction: (N, C, H, W) in the same units as ``image``; shown with the
-            input's colour limits so the two compare directly.
+        image: (N, C, H, W) input in ``units`` (backscatter in dB as pretraining draws
+            it); array or tensor.
+        mask: (N, H, W) or (N, 1, H, W), 1/True where pixels were hidden from the encoder.
+        reconstruction: (N, C, H, W), in ``units`` unless ``reconstruction_units`` names
+            others (a HOG target's energy): then it has its own scale and colour bar.
         weight: (N, C, H, W) or (N, 1, H, W) per-pixel loss weights (SAR-W, in [1, e]), or None.
         max_images: rows drawn at most.
+        row_labels: one label per row (e.g. which training patch), or None.
     """
-    image, recon = _as_array(image), _as_array(reconstruction)
-    mask = _as_array(mask).reshape(len(image), *image.shape[-2:])
+    image, recon = _as_array(image)[:, 0], _as_array(reconstruction)[:, 0]
+    mask = _as_array(mask).reshape(len(image), *image.shape[-2:]).astype(bool)
     rows = min(len(image), max_images)
-    columns = [("input", image), ("mask", mask), ("reconstruction", recon)]
+    image, recon, mask = image[:rows], recon[:rows], mask[:rows]
+    own_scale = reconstruction_units is not None and reconstruction_units != units
+    columns = ["input", "encoder input", "reconstruction"]
     if weight is not None:
-        columns.append(("SAR-W weight", _as_array(weight)))
+        weight = _as_array(weight)[:rows, 0]
+        columns.append("SAR-W weight")
     fig, axes = _subplots(
-        rows, len(columns), figsize=(2.4 * len(columns), 2.4 * rows), squeeze=False
+        rows,
+        len(columns),
+        figsize=(2.4 * len(columns), 2.4 * rows + 1.6),
+        squeeze=False,
+        layout="constrained",
     )
+    limits = _stretch(image)
+    recon_limits = _stretch(recon) if own_scale else limits
+    gray = {"cmap": "gray", "interpolation": "nearest"}
     for r in range(rows):
-        low, high = np.percentile(image[r, 0], [2, 98])
-        for c, (name, data) in enumerate(columns):
+        shown = {
+            "input": axes[r, 0].imshow(image[r], vmin=limits[0], vmax=limits[1], **gray),
+            "reconstruction": axes[r, 2].imshow(
+                recon[r], vmin=recon_limits[0], vmax=recon_limits[1], **gray
+            ),
+        }
+        axes[r, 1].imshow(image[r], vmin=limits[0], vmax=limits[1], **gray)
+        hidden = np.zeros((*mask[r].shape, 4))
+        hidden[mask[r]] = (*HIDDEN_COLOUR, 1.0)
+        axes[r, 1].imshow(hidden, interpolation="nearest")
+        if weight is not None:
+            shown["SAR-W weight"] = axes[r, 3].imshow(
+                weight[r], cmap="magma", interpolation="nearest"
+            )
+        for c, name in enumerate(columns):
             ax = axes[r, c]
-            panel = data[r] if name == "mask" else data[r, 0]
-            if name == "mask":
-                ax.imshow(panel, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-            elif name == "SAR-W weight":
-                shown = ax.imshow(panel, cmap="magma", interpolation="nearest")
-                fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
-            else:
-                ax.imshow(panel, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-            ax.set_axis_off()
+            ax.set_xticks([])
+            ax.set_yticks([])
             if r == 0:
                 ax.set_title(name)
+        if row_labels is not None:
+            axes[r, 0].set_ylabel(row_labels[r], fontsize=8)
+        if r == rows - 1:  # colour bars under the columns they explain
+            bars = {
+                0: ("input", f"backscatter ({units})"),
+                2: ("reconstruction", f"reconstruction ({reconstruction_units or units})"),
+            }
+            if weight is not None:
+                bars[3] = ("SAR-W weight", "loss weight")
+            for c, (name, label) in bars.items():
+                bar = fig.colorbar(shown[name], ax=axes[:, c], location="bottom", shrink=0.9)
+                bar.set_label(label, fontsize=8)
+    hidden = Patch(facecolor=HIDDEN_COLOUR, edgecolor="0.3", label="hidden from\nthe encoder")
+    axes[-1, 1].legend(
+        handles=[hidden], loc="upper center", bbox_to_anchor=(0.5, -0.04), fontsize=8
+    )
+    caption = (
+        "The encoder sees the input without the hidden pixels and the model reconstructs "
+        "them; the loss is computed on hidden pixels only (elsewhere the reconstruction "
+        "is untrained). Input and reconstruction share one scale."
+    )
+    if weight is not None:
+        caption += " SAR-W weights each hidden pixel's error: from 1 (brightest) to e (darkest)."
+    fig.supxlabel(textwrap.fill(caption, 30 * len(columns)), fontsize=8)
     if title:
         fig.suptitle(title)
     return _save(fig, out_png)
 
 
-def plot_loss_curves(csv_path: str | Path, out_png: str | Path, title: str | None = None) -> Path:
-    """Curves from a Lightning ``CSVLogger`` ``metrics.csv``.
+def _stretch(values: np.ndarray) -> tuple[float, float]:
+    """2-98 % of the finite values (0, 1 when there are none)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = np.percentile(finite, [2, 98])
+    return float(low), float(high if high > low else low + 1e-6)
 
-    Left: every column whose name contains ``loss``, against ``step`` (training steps are
-    logged more often than validation epochs: each curve keeps its own non-empty rows).
-    Right: the other logged scores (e.g. ``val_miou``) against ``epoch``, if any.
-    ``epoch``, ``step`` and learning-rate columns (``lr*``) are not plotted.
-    """
+
+def loss_curves_figure(csv_path: str | Path, title: str | None = None) -> Figure:
+    """The figure :func:`plot_loss_curves` writes (for callers that inspect it)."""
     import pandas as pd
 
     table = pd.read_csv(csv_path)
@@ -241,22 +298,38 @@ def plot_loss_curves(csv_path: str | Path, out_png: str | Path, title: str | Non
         c for c in table.columns if c not in skip and "loss" not in c and not c.startswith("lr")
     ]
     panels = 2 if scores else 1
-    fig, axes = _subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False)
+    fig, axes = _subplots(1, panels, figsize=(5.5 * panels, 3.8), squeeze=False, sharex=True)
+    loss_ax = axes[0, 0]
     for column in losses:
         rows = table[[x_step, column]].dropna()
-        axes[0, 0].plot(
+        loss_ax.plot(
             rows[x_step], rows[column], label=column, marker="." if len(rows) < 30 else None
         )
-    axes[0, 0].set_xlabel(x_step)
-    axes[0, 0].set_ylabel("loss")
+    loss_ax.set_xlabel("optimiser step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.set_title("losses")
     if losses:
-        axes[0, 0].legend(fontsize=8)
+        loss_ax.legend(fontsize=8)
     if scores:
-        x_epoch = "epoch" if "epoch" in table else x_step
+        score_ax = axes[0, 1]
         for column in scores:
-            rows = table[[x_epoch, column]].dropna()
-            axes[0, 1].plot(rows[x_epoch], rows[column], label=column, marker=".")
-        axes[0, 1].set_xlabel(x_epoch)
-        axes[0, 1].legend(fontsize=8)
+            rows = table[[x_step, column]].dropna()
+            score_ax.plot(rows[x_step], rows[column], label=column, marker=".")
+        score_ax.set_xlabel("optimiser step")
+        score_ax.set_ylabel("score (0-1)")
+        score_ax.set_title("evaluation scores")
+        score_ax.legend(fontsize=8)
     fig.suptitle(title or Path(csv_path).parent.name)
-    return _save(fig, out_png)
+    return fig
+
+
+def plot_loss_curves(csv_path: str | Path, out_png: str | Path, title: str | None = None) -> Path:
+    """Curves from a Lightning ``CSVLogger`` ``metrics.csv``, both panels against the
+    optimiser step (one x axis, shared).
+
+    Left: every column whose name contains ``loss`` (training steps are logged more often
+    than validation: each curve keeps its own non-empty rows). Right, labelled: the other
+    logged scores (e.g. ``val/miou``, validated every N steps or at each epoch's last
+    step), if any. ``epoch``, ``step`` and learning-rate columns (``lr*``) are not plotted.
+    """
+    return _save(loss_curves_figure(csv_path, title), out_png)

@@ -50,6 +50,7 @@ from alos2fm.evaluation.gis import write_class_sidecars
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
 from alos2fm.native_stderr import held_native_stderr
 from alos2fm.products.base import Product, Window
+from alos2fm.threads import Threads, apply_threads
 
 NODATA = 255
 BLOCK = 256  # GeoTIFF block side; writes are aligned to it
@@ -210,7 +211,8 @@ class PredictOptions:
     forward pass; ``confidence`` writes the second GeoTIFF; ``quicklook`` the PNG;
     ``progress`` shows a bar; ``compile`` and ``fused_attention`` speed the forward up
     without changing what it computes (``alos2fm.models.speed``; compiling pays off on
-    large scenes, its first batches pay the compilation)."""
+    large scenes, its first batches pay the compilation); ``threads`` torch computes with
+    (a number or ``auto``, see ``alos2fm.threads``)."""
 
     tile: int | None = None
     overlap: int | None = None
@@ -221,6 +223,7 @@ class PredictOptions:
     compile: bool = False
     fused_attention: bool = False
     overwrite: bool = False  # replace maps an earlier alos2fm run wrote (never others)
+    threads: Threads = "auto"
 
 
 def output_paths(out: Path, options: PredictOptions) -> list[Path]:
@@ -245,6 +248,7 @@ class PredictionResult:
     tiles_total: int  # tiles covering the scene, no-data ones (skipped) included
     pixels: int
     seconds: float
+    threads: int  # torch's thread count while predicting
 
 
 def _band_indices(product: Product, meta: InferenceMeta) -> list[int]:
@@ -398,9 +402,11 @@ def probability_strips(
     probs = torch.zeros(len(meta.class_names), tile, padded_width, device=device)
     weights = torch.zeros(tile, padded_width, device=device)
 
-    # The bar counts the tiles run (with data), as the summary does; the total is known only
-    # strip by strip, so it grows as strips are read.
-    bar = tqdm(total=0, unit="tile", disable=not progress)
+    # The bar's total is known before the first read: every tile covering the scene, as the
+    # summary's "of N". Tiles without data are skipped at once, so they advance it too; the
+    # tiles run ("with data", the summary's other count) follow it.
+    bar = tqdm(total=len(rows) * len(cols), unit="tile", disable=not progress)
+    tiles_run = 0
     for index, top in enumerate(rows):
         strip_height = min(tile, height - top)
         strip = torch.full((len(bands), tile, padded_width), float("nan"))
@@ -410,8 +416,9 @@ def probability_strips(
         # No data -> band mean, i.e. 0 after standardisation (as the dataset does).
         image = torch.nan_to_num((strip.to(device) - mean) / std, nan=0.0)
         with_data = [c for c in cols if valid[:, c : c + tile].any()]
-        bar.total += len(with_data)
-        bar.refresh()
+        tiles_run += len(with_data)
+        bar.set_postfix_str(f"{tiles_run} with data", refresh=False)
+        bar.update(len(cols) - len(with_data))
         for batch in _batched(with_data, batch_size):
             with torch.inference_mode():
                 logits = model(torch.stack([image[:, :, c : c + tile] for c in batch]))
@@ -426,7 +433,7 @@ def probability_strips(
             for c, p in zip(batch, tile_probs, strict=True):
                 probs[:, :, c : c + tile] += p
                 weights[:, c : c + tile] += tile_weight
-        bar.update(len(with_data))
+            bar.update(len(batch))
 
         # Rows above the next strip's top are final: hand them out, then shift them out.
         done = (rows[index + 1] if index + 1 < len(rows) else height) - top
@@ -512,6 +519,7 @@ def predict_product(
         * len(tile_origins(width, tile, overlap)),
         pixels=height * width,
         seconds=time.perf_counter() - started,
+        threads=torch.get_num_threads(),
     )
 
 
@@ -576,6 +584,7 @@ def predict_scene(
     :func:`predict_product`)."""
     from alos2fm.outputs import claim_files
 
+    apply_threads(options.threads)
     model, meta = load_segmenter_for_inference(checkpoint, device)
     if options.compile or options.fused_attention:
         from alos2fm.models.speed import apply_speed_options

@@ -35,6 +35,10 @@ and drop path. A resumed run therefore draws the same numbers as an uninterrupte
 also from a checkpoint taken mid-epoch (the training loader's position is checkpointed:
 see ``alos2fm.train.checkpointing``, which also handles preemption signals).
 
+Threads: ``trainer.threads`` (a number, or ``auto``: see ``alos2fm.threads``) is resolved
+once for this node by :func:`resolve_run_threads`, recorded in ``config.yaml`` and set in
+every training process (:class:`ThreadCount`; ``ddp_spawn`` starts fresh ones).
+
 A training loss that is NaN or infinite stops the run (:class:`NonFiniteLoss`) before
 its backward pass, with an ``Alos2fmError`` (one line, exit 2 in the CLI): a run that
 trained on NaN would otherwise finish, exit 0 and report meaningless scores.
@@ -44,9 +48,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 import numpy as np
@@ -58,12 +64,14 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from alos2fm.errors import Alos2fmError
 from alos2fm.models.speed import SpeedOptions
+from alos2fm.threads import apply_threads, resolve_threads
 from alos2fm.train.checkpointing import (
     AtomicCheckpointIO,
     LastCheckpoint,
     RestoreLoaderPosition,
 )
-from alos2fm.train.config import TrainerConfig
+from alos2fm.train.config import FinetuneConfig, PretrainConfig, TrainerConfig
+from alos2fm.train.progress import progress_bars
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.ckpt"
@@ -116,6 +124,46 @@ class NonFiniteLoss(Callback):
             "products with --nodata), or training diverged (lower the learning rate, use "
             "--precision 32)",
         )
+
+
+def local_processes(cfg: TrainerConfig) -> int:
+    """Training processes on this node: torchrun's ``LOCAL_WORLD_SIZE``, else the devices
+    Lightning starts here (``auto``: every GPU on a GPU machine, one process on CPU)."""
+    launched = os.environ.get("LOCAL_WORLD_SIZE", "")
+    if launched.isdigit():
+        return max(1, int(launched))
+    devices = str(cfg.devices).strip()
+    if devices.isdigit():
+        return max(1, int(devices))
+    if "," in devices:  # a list of device ids
+        return max(1, len([d for d in devices.split(",") if d.strip()]))
+    if devices in ("auto", "-1") and cfg.accelerator != "cpu":
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+StageConfig = TypeVar("StageConfig", PretrainConfig, FinetuneConfig)
+
+
+def resolve_run_threads(cfg: StageConfig) -> StageConfig:
+    """``cfg`` with ``trainer.threads`` resolved to a number for this node: the cores
+    shared among its training processes, one core left to each DataLoader worker."""
+    threads = resolve_threads(
+        cfg.trainer.threads, local_processes(cfg.trainer), cfg.data.num_workers
+    )
+    trainer = cfg.trainer.model_copy(update={"threads": threads})
+    return cfg.model_copy(update={"trainer": trainer})
+
+
+class ThreadCount(Callback):
+    """Set torch's thread count in every training process at setup (``ddp_spawn`` starts
+    processes that do not inherit the count of the one that launched them)."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        apply_threads(self.threads)
 
 
 def seed_run(seed: int) -> None:
@@ -192,7 +240,9 @@ def build_trainer(
         ),
         RestoreLoaderPosition(),
         SpeedOptions(cfg.fused_attention, cfg.compile),
+        ThreadCount(resolve_threads(cfg.threads, local_processes(cfg))),
         NonFiniteLoss(run_dir),
+        *(progress_bars() if cfg.progress_bar else []),
         *callbacks,
     ]
     if monitor is not None:

@@ -3,9 +3,10 @@
 A step: flip the batch, standardise the dB image, compute the per-pixel weight (SAR-W
 from dB, or just the valid mask), run the model, log the loss. The run folder receives::
 
-    RUN/config.yaml                     the resolved configuration
+    RUN/config.yaml                     the resolved configuration (threads as a number)
     RUN/checkpoints/, logs/, tensorboard/   (see alos2fm.train.engine)
-    RUN/figures/reconstruction_e0010.png    input, mask, reconstruction, weight map
+    RUN/figures/reconstruction_e0010.png    input, encoder input, reconstruction (dB),
+                                            weight map; the same patches every epoch
     RUN/figures/loss_curve.png
     RUN/encoder.safetensors + encoder.json  the encoder and how to rebuild it
 
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor, nn
@@ -30,10 +32,11 @@ from torch import Tensor, nn
 from alos2fm.atomic import atomic_path
 from alos2fm.models import build_pretrain_model
 from alos2fm.models.sarw import weights_from_source
+from alos2fm.threads import apply_threads
 from alos2fm.train.augment import augment, sample_windows
 from alos2fm.train.config import PretrainConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
-from alos2fm.train.engine import build_trainer, seed_run
+from alos2fm.train.engine import build_trainer, resolve_run_threads, seed_run
 from alos2fm.train.optim import configure_adamw, weight_decay_groups
 from alos2fm.train.run_folder import RunFolderError, claim_run_folder
 
@@ -115,11 +118,14 @@ class PretrainModule(L.LightningModule):
 
     @rank_zero_only
     def save_reconstruction_figure(self, path: Path) -> None:
-        """Input, mask, reconstruction and weight map of the first training patches."""
+        """Input, encoder input, reconstruction (in dB) and weight map of the training
+        patches :func:`figure_patches` picks: the same patches, windows and mask at every
+        epoch, so that the figures show what the model learnt in between."""
         from alos2fm.evaluation.figures import plot_reconstructions
 
         dataset = self.trainer.datamodule.datasets["train"]
-        items = [dataset[i] for i in range(min(self.cfg.figure_images, len(dataset)))]
+        indices = figure_patches(len(dataset), self.cfg.figure_images, self.cfg.seed)
+        items = [dataset[i] for i in indices]
         batch = {
             k: torch.stack([it[k] for it in items]).to(self.device) for k in ("image", "valid")
         }
@@ -132,15 +138,19 @@ class PretrainModule(L.LightningModule):
             normalised, weight = self._step_inputs(batch)
             out = self.model(normalised, weight)
         self.model.train(was_training)
+        hog = self.cfg.method == "simmim" and self.cfg.simmim.target == "hog"
+        image_db = torch.where(batch["valid"][:, None], batch["image"], torch.nan)
         plot_reconstructions(
-            normalised.float().cpu(),
+            image_db.float().cpu(),
             out.mask.float().cpu(),
-            out.pred.float().cpu(),
+            (out.pred if hog else self.normalise.to_db(out.pred)).float().cpu(),
             path,
             weight=weight.float().cpu(),
             max_images=self.cfg.figure_images,
             title=f"{self.cfg.method} ({self.cfg.weighting.kind} weighting), epoch "
             f"{self.current_epoch + 1}",
+            reconstruction_units="HOG energy" if hog else "dB",
+            row_labels=[f"training patch {i}" for i in indices],
         )
 
     def on_fit_end(self) -> None:
@@ -203,6 +213,13 @@ def export_encoder(
     return weights
 
 
+def figure_patches(count: int, shown: int, seed: int) -> list[int]:
+    """Indices of the ``shown`` training patches (of ``count``) that every reconstruction
+    figure of a run draws: spread over the split, a function of the seed alone."""
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(count, size=min(shown, count), replace=False).tolist())
+
+
 # --- entry point -------------------------------------------------------------------------
 
 
@@ -232,6 +249,8 @@ def run_pretrain(cfg: PretrainConfig, data: Path, out: Path, resume: bool = Fals
 
 
 def _pretrain(cfg: PretrainConfig, data: Path, out: Path, last: Path | None) -> Path:
+    cfg = resolve_run_threads(cfg)  # the number config.yaml records
+    apply_threads(cfg.trainer.threads)
     dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=False, splits=("train",))
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     if last is None:  # a resumed run keeps the config it was started with

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,7 @@ from alos2fm.evaluation.region.grid import RegionGrid, region_grid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
 from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene
 from alos2fm.products.naming import scene_names
+from alos2fm.threads import resolve_threads
 
 SCENES = "scenes"
 MAP, CONFIDENCE = "map", "confidence"
@@ -69,6 +70,9 @@ class MapConfig(BaseModel):
     dask_scheduler: str | None = None
     overwrite: bool = False
     progress: bool = True
+    # alos2fm.threads: auto shares this machine's cores among the local workers (a Dask
+    # worker resolves auto on its own machine); config.yaml records the number.
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ def run_map(cfg: MapConfig) -> MapResult:
     from alos2fm.outputs import claim_folder
 
     started = time.perf_counter()
+    if not cfg.dask_scheduler:
+        processes = min(cfg.workers, len(cfg.products))  # those alos2fm.parallel starts
+        threads = resolve_threads(cfg.threads, processes=processes)
+        cfg = cfg.model_copy(update={"threads": threads})
     meta, grids = _check_inputs(cfg)
     region = region_grid(grids, cfg.crs, cfg.resolution)
     with claim_folder(
@@ -126,12 +134,13 @@ def run_map(cfg: MapConfig) -> MapResult:
                         include={"tile", "overlap", "batch_size", "device", "kind", "nodata"}
                     ),
                     edge_px=cfg.edge_px,
+                    threads=cfg.threads,
                 )
             )
         (cfg.out / SCENES).mkdir(exist_ok=True)
         results = _run_scenes(cfg, tasks)
         _write_scenes_csv(cfg.out / "scenes.csv", results)
-        scenes = [StoredScene.open(task.folder, region.crs) for task in tasks]
+        scenes = [StoredScene.open(task.folder, region) for task in tasks]
         provenance = _provenance(cfg, results, checkpoint_sha)
         map_path, confidence_path = _write_region(cfg, region, scenes, meta, provenance)
         resolved = cfg.model_dump(mode="json") | {"grid": asdict(region)}

@@ -1,11 +1,12 @@
 """Fuse the scenes' probabilities onto the region's grid, one block at a time.
 
 For each block of the region grid, every scene whose footprint meets it is reprojected
-there (its stored probabilities and its edge weights, bilinear, through GDAL's warper),
-and the class probabilities are averaged with those weights: where scenes overlap, each
-counts most far from its edges and the seam disappears; where they disagree, the fused
-probability of the winning class (the confidence layer) drops. Never "last wins". A
-block's memory is classes x block² floats, whatever the number and size of the scenes.
+there (its stored probabilities and its edge weights, bilinear, through GDAL's warper;
+sliced instead when the scene's pixels are the region's), and the class probabilities are
+averaged with those weights: where scenes overlap, each counts most far from its edges
+and the seam disappears; where they disagree, the fused probability of the winning class
+(the confidence layer) drops. Never "last wins". A block's memory is classes x block²
+floats, whatever the number and size of the scenes.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from alos2fm.evaluation.region.grid import RegionGrid, scene_bounds
-from alos2fm.evaluation.region.scenes import NO_DATA, QUANT
+from alos2fm.evaluation.region.scenes import NO_DATA
 from alos2fm.products.base import RasterGrid, Window
 
 BLOCK = 1024  # region pixels fused at a time (a multiple of the GeoTIFF's 256 px tiles)
@@ -35,9 +36,10 @@ class StoredScene:
     bounds: tuple[float, float, float, float]  # in the region's CRS
     probs: Any  # the Zarr array, opened once for every block
     weights: np.ndarray  # coarse edge weights, memory-mapped
+    offset: tuple[int, int] | None  # (row, col) of pixel (0, 0) where its pixels are the region's
 
     @classmethod
-    def open(cls, folder: Path, region_crs: str) -> StoredScene:
+    def open(cls, folder: Path, region: RegionGrid) -> StoredScene:
         import zarr
         from affine import Affine
         from rasterio.crs import CRS
@@ -51,9 +53,10 @@ class StoredScene:
             folder,
             grid,
             record["coarse"],
-            scene_bounds(grid, region_crs),
+            scene_bounds(grid, region.crs),
             zarr.open_array(str(folder / "probs.zarr"), mode="r"),
             np.load(folder / "weights.npy", mmap_mode="r"),
+            _pixel_offset(grid, region),
         )
 
     def meets(self, bounds: tuple[float, float, float, float]) -> bool:
@@ -91,12 +94,11 @@ def fuse_block(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(classes uint8, confidence uint8 percent) of one block; 255 where no scene has data."""
     from affine import Affine
-    from rasterio.warp import Resampling, reproject
 
     total = np.zeros((classes, window.height, window.width), np.float32)
     weight_sum = np.zeros((window.height, window.width), np.float32)
     for scene in scenes:
-        # Only the part of the block the scene covers is warped: a scene often meets a
+        # Only the part of the block the scene covers is read: a scene often meets a
         # block in a corner, and GDAL's cost follows the pixels it writes.
         part = _covered_part(region, window, scene.bounds)
         if part is None:
@@ -104,35 +106,91 @@ def fuse_block(
         source = scene.source_window(region.window_bounds(part), region.crs)
         if source is None:
             continue
-        stored = scene.probs[
-            :, source.row : source.row + source.height, source.col : source.col + source.width
-        ]
-        # Warped as stored (uint8, 255 = no data): 2.6 x faster than float32 with NaN, and
-        # bilinear between quantised probabilities loses nothing the quantisation kept.
+        probs = _probabilities_on(scene, region, part, source)
+        # No data is 0 in every class, so the class sum is how much of the pixel the
+        # scene's data covers (~254 inside, less at its edge): dividing by it makes the
+        # bilinear mean one of valid pixels only, as GDAL's no-data masks would, at less
+        # than half their cost.
+        covered = probs.sum(axis=0, dtype=np.uint16)
         dst_transform = region.transform * Affine.translation(part.col, part.row)
-        warped = np.full((classes, part.height, part.width), NO_DATA, np.uint8)
-        reproject(
-            np.ascontiguousarray(stored),
-            warped,
-            src_transform=scene.grid.transform * Affine.translation(source.col, source.row),
-            src_crs=scene.grid.crs,
-            src_nodata=NO_DATA,
-            dst_transform=dst_transform,
-            dst_crs=region.crs,
-            dst_nodata=NO_DATA,
-            resampling=Resampling.bilinear,
-        )
         weights = _warped_weights(scene, source, dst_transform, region.crs, part)
-        weights = np.where(warped[0] != NO_DATA, weights, 0.0).astype(np.float32)
+        weights = np.where(covered > 0, weights, 0.0).astype(np.float32)
         rows = slice(part.row - window.row, part.row - window.row + part.height)
         cols = slice(part.col - window.col, part.col - window.col + part.width)
-        total[:, rows, cols] += warped * (weights / QUANT)  # no data weighs 0
+        total[:, rows, cols] += probs * (weights / np.maximum(covered, 1))
         weight_sum[rows, cols] += weights
-    fused = total / np.maximum(weight_sum, 1e-12)
+    labels, best = _top_class(total)
     mapped = weight_sum > 0
-    labels = np.where(mapped, fused.argmax(axis=0), NO_DATA).astype(np.uint8)
-    percent = np.where(mapped, np.rint(fused.max(axis=0) * 100), NO_DATA).astype(np.uint8)
-    return labels, percent
+    labels[~mapped] = NO_DATA
+    percent = np.rint(best / np.maximum(weight_sum, 1e-12) * 100)
+    return labels, np.where(mapped, percent, NO_DATA).astype(np.uint8)
+
+
+def _probabilities_on(
+    scene: StoredScene, region: RegionGrid, part: Window, source: Window
+) -> np.ndarray:
+    """The scene's stored probabilities (uint8, 0 in every class where it has no data) on
+    the region pixels of ``part``: sliced where its pixels are the region's, else warped."""
+    from affine import Affine
+    from rasterio.warp import Resampling, reproject
+
+    out = np.zeros((scene.probs.shape[0], part.height, part.width), np.uint8)
+    if scene.offset is not None:
+        row0, col0 = part.row - scene.offset[0], part.col - scene.offset[1]
+        rows = slice(max(row0, 0), min(row0 + part.height, scene.grid.height))
+        cols = slice(max(col0, 0), min(col0 + part.width, scene.grid.width))
+        if rows.start < rows.stop and cols.start < cols.stop:
+            stored = scene.probs[:, rows, cols]
+            stored[stored == NO_DATA] = 0
+            out[:, rows.start - row0 : rows.stop - row0, cols.start - col0 : cols.stop - col0] = (
+                stored
+            )
+        return out
+    stored = scene.probs[
+        :, source.row : source.row + source.height, source.col : source.col + source.width
+    ]
+    stored[stored == NO_DATA] = 0
+    # Warped as stored (uint8) and without no-data masks: GDAL's fastest bilinear, and
+    # bilinear between quantised probabilities loses nothing the quantisation kept.
+    reproject(
+        np.ascontiguousarray(stored),
+        out,
+        src_transform=scene.grid.transform * Affine.translation(source.col, source.row),
+        src_crs=scene.grid.crs,
+        dst_transform=region.transform * Affine.translation(part.col, part.row),
+        dst_crs=region.crs,
+        resampling=Resampling.bilinear,
+    )
+    return out
+
+
+def _top_class(total: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index uint8, value) of the largest class at each pixel of ``total`` (C, H, W),
+    the first on ties; a loop over classes, as numpy's argmax over the first axis is slow."""
+    labels = np.zeros(total.shape[1:], np.uint8)
+    best = total[0].copy()
+    for k in range(1, len(total)):
+        np.copyto(labels, k, where=total[k] > best)
+        np.maximum(best, total[k], out=best)
+    return labels, best
+
+
+def _pixel_offset(grid: RasterGrid, region: RegionGrid) -> tuple[int, int] | None:
+    """(row, col) of the scene's first pixel on the region grid when the scene's pixels
+    are the region's (same CRS, size, north-up and on its pixel edges), else None."""
+    from rasterio.crs import CRS
+
+    t, res = grid.transform, region.resolution
+    col, row = (t.c - region.left) / res, (region.top - t.f) / res
+    # Off by less than a thousandth of a pixel across the whole scene.
+    drift = max(abs(t.a - res), abs(t.b), abs(t.d), abs(t.e + res)) * max(grid.height, grid.width)
+    same = (
+        drift < 1e-3 * res
+        and abs(col - round(col)) < 1e-3
+        and abs(row - round(row)) < 1e-3
+        and grid.crs == CRS.from_user_input(region.crs)
+    )
+    return (round(row), round(col)) if same else None
 
 
 def _covered_part(

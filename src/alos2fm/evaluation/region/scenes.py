@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from alos2fm.atomic import atomic_path
+from alos2fm.threads import apply_threads
 
 COARSE = 8  # weights are stored 8 x 8 times coarser than the scene (distance needs no more)
 QUANT = 254  # probabilities stored as round(p * 254); 255 marks no data
@@ -53,6 +54,7 @@ class SceneTask:
     kind: str | None = None
     nodata: float | None = None
     edge_px: int | None = None
+    threads: int | str = "auto"  # alos2fm.threads; "auto" resolves on the worker
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def map_scene(task: SceneTask) -> SceneResult:
     if done is not None and done.get("identity") == _json(task.identity):
         return SceneResult(**{**done["result"], "status": "reused", "seconds": 0.0})
     started = time.perf_counter()
+    apply_threads(task.threads)
     partial = task.folder.with_name(f".{task.folder.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -155,8 +158,13 @@ def _predict_into(task: SceneTask, folder: Path, started: float) -> SceneResult:
 
 def _add_coarse(coarse: np.ndarray, valid: np.ndarray, row: int) -> None:
     """Add a strip's valid pixels to the coarse grid's cells (fractions once all are in)."""
+    # A bincount over the strip's own cells: ten times faster than np.add.at.
+    first, last = row // COARSE, -(-(row + len(valid)) // COARSE)
+    width = coarse.shape[1]
     rows, cols = np.nonzero(valid)
-    np.add.at(coarse, ((rows + row) // COARSE, cols // COARSE), 1.0 / COARSE**2)
+    cells = ((rows + row) // COARSE - first) * width + cols // COARSE
+    counts = np.bincount(cells, minlength=(last - first) * width)
+    coarse[first:last] += counts.reshape(last - first, width) / COARSE**2
 
 
 def edge_weights(coarse_valid: np.ndarray, edge_px: int) -> np.ndarray:

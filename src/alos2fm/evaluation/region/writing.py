@@ -52,7 +52,10 @@ class FusedWriter:
             "tiled": True,
             "blockxsize": TIFF_BLOCK,
             "blockysize": TIFF_BLOCK,
-            "compress": "deflate",
+            # Read once, by the COG copy that compresses for good: the cheapest codec that
+            # still keeps a national part's scratch file small.
+            "compress": "zstd",
+            "zstd_level": 1,
             "BIGTIFF": "IF_SAFER",
         }
         for kind in ("map", "confidence"):
