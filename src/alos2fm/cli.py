@@ -81,6 +81,23 @@ _Overlap = Annotated[
     int | None, typer.Option("--overlap", help="Overlap of tiles, px (default: tile / 4).")
 ]
 _TileBatch = Annotated[int, typer.Option("--batch-size", help="Tiles per forward pass.")]
+_Threads = Annotated[
+    str,
+    typer.Option(
+        "--threads",
+        help="Threads torch computes with: N, or auto (OMP_NUM_THREADS if set, else the "
+        "cores this process may use, shared among its processes).",
+    ),
+]
+
+
+def _threads(text: str) -> int | str:
+    """``--threads``: a positive number or ``auto``."""
+    if text == "auto":
+        return text
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise Alos2fmError(f"--threads {text!r} is not a positive number or auto", hint="e.g. 1")
 
 
 def _presets(stage: str) -> str:
@@ -558,6 +575,14 @@ def finetune(
         float | None,
         typer.Option("--label-fraction", help="Train on this seeded fraction of the patches."),
     ] = None,
+    label_budget: Annotated[
+        str | None,
+        typer.Option(
+            "--label-budget",
+            help="Train on a seeded, nested subset of the training labels: a fraction of "
+            "the labelled pixels ('1%', 0.01) or k parcels per class ('k1').",
+        ),
+    ] = None,
     resume: _Resume = False,
     devices: _Devices = None,
     num_nodes: _NumNodes = None,
@@ -570,7 +595,7 @@ def finetune(
     set_: _Set = None,
 ) -> None:
     """Fine-tune encoder + UPerNet for segmentation; score the test split with the best epoch."""
-    flags = {"data.label_fraction": label_fraction} | _run_flags(
+    flags = {"data.label_fraction": label_fraction, "data.label_budget": label_budget} | _run_flags(
         devices, num_nodes, accelerator, strategy, precision, epochs, batch_size, max_steps
     )
     cfg = _training_config("finetune", preset, out, resume, flags, set_)
@@ -631,11 +656,13 @@ def evaluate(
     out: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and figures.")],
     split: Annotated[str, typer.Option("--split", help="train, val or test.")] = "test",
     overwrite: _Overwrite = False,
+    threads: _Threads = "auto",
 ) -> None:
     """Score a fine-tuned checkpoint: metrics.json, confusion matrix and per-class IoU PNGs."""
     from alos2fm.train.finetune import run_evaluate
 
-    print(f"metrics written to {run_evaluate(checkpoint, data, split, out, overwrite)}")
+    metrics = run_evaluate(checkpoint, data, split, out, overwrite, _threads(threads))
+    print(f"metrics written to {metrics}")
 
 
 @app.command()
@@ -695,6 +722,97 @@ def probe(
     print(f"probe results written to {out / 'probe.json'}")
 
 
+@app.command()
+def compare(
+    out: Annotated[Path, typer.Option("--out", help="Folder for results and report.md.")],
+    plan_file: Annotated[
+        Path | None,
+        typer.Option("--plan", help="A YAML plan (options given here override its fields)."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Prepared dataset; '{seed}' in it: one dataset per seed."),
+    ] = None,
+    arms: Annotated[
+        str | None,
+        typer.Option(
+            "--arms",
+            help="Comma list of rf, unet, swin, swin=ENCODER, probe[=ENCODER]; "
+            "name one with name:kind=…; the first is the reference.",
+        ),
+    ] = None,
+    budgets: Annotated[
+        str | None,
+        typer.Option("--budgets", help="Label budgets, e.g. k1,k3,1%,100% (k = parcels/class)."),
+    ] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Scored seeds (0..N-1).")] = None,
+    tuning_seeds: Annotated[
+        str | None,
+        typer.Option("--tuning-seeds", help="Seeds that choose the rates, never scored."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="One step budget for every network arm.")
+    ] = None,
+    rates: Annotated[
+        str | None,
+        typer.Option(
+            "--rates",
+            help="Candidate base LRs of every network arm (default: its preset's ×1/3, 1, 3).",
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", help="Runs at once (local processes).")
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None, typer.Option("--dask-scheduler", help="Run on this Dask cluster.")
+    ] = None,
+) -> None:
+    """Which model for these labels? Every arm on the same seeded label budgets, rates
+    tuned per arm on separate seeds, compared seed by seed: results.csv and report.md."""
+    from alos2fm.compare.plan import build_plan, parse_arms, read_plan, with_rates
+
+    given = {
+        "data": data,
+        "budgets": budgets.split(",") if budgets else None,
+        "seeds": list(range(seeds)) if seeds is not None else None,
+        "tuning_seeds": [int(s) for s in tuning_seeds.split(",")] if tuning_seeds else None,
+        "steps": steps,
+        "workers": workers,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if arms:
+        given["arms"] = parse_arms(arms)
+    if plan_file is not None:
+        plan = read_plan(plan_file, given)
+        if rates:
+            plan = with_rates(plan, rates)
+    else:
+        missing = [o for o in ("data", "arms", "budgets", "seeds") if o not in given]
+        if missing:
+            raise Alos2fmError(
+                f"compare needs --{', --'.join(missing)} (or --plan FILE)",
+                hint="e.g. alos2fm compare --data ds --arms rf,unet,swin --budgets k1,100% "
+                "--seeds 5 --out cmp",
+            )
+        plan = build_plan(given)
+        if rates:
+            plan = with_rates(plan, rates)
+    from alos2fm.compare.run import run_compare  # torch loads here, after the plan is checked
+
+    def finished(row: dict, done: int, total: int) -> None:
+        score = row.get("test_miou") if row["role"] == "scored" else row.get("val_miou")
+        what = "test" if row["role"] == "scored" else "val"
+        rate = f" lr {row['rate']:g}" if row.get("rate") else ""
+        print(
+            f"[{done}/{total}] {row['role']} {row['arm']} {row['budget']} seed {row['seed']}"
+            f"{rate}: {what} mIoU {score:.3f} ({row['seconds']:.0f} s)",
+            flush=True,
+        )
+
+    result = run_compare(plan, out, dask_scheduler, finished)
+    print(f"report written to {result.report}")
+
+
 # --- stage 4: full-scene prediction and deployment ----------------------------------------
 
 
@@ -725,6 +843,7 @@ def predict(
     kind: _Kind = None,
     nodata: _Nodata = None,
     overwrite: _Overwrite = False,
+    threads: _Threads = "auto",
 ) -> None:
     """Map a whole scene: sliding window with blending, streamed to a georeferenced GeoTIFF."""
     from alos2fm.evaluation.predict import PredictOptions, predict_scene
@@ -739,13 +858,14 @@ def predict(
         compile=compile,
         fused_attention=fused_attention,
         overwrite=overwrite,
+        threads=_threads(threads),
     )
     result = predict_scene(
         product, checkpoint, out, options, device=device, kind=kind, nodata=nodata
     )
     print(
         f"map written to {result.map_path} ({result.tiles} tiles with data of "
-        f"{result.tiles_total}, {result.seconds:.1f} s)"
+        f"{result.tiles_total}, {result.seconds:.1f} s, {result.threads} threads)"
     )
     for extra in (result.confidence_path, result.quicklook_path):
         if extra is not None:
@@ -800,6 +920,14 @@ def map_region(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar.")
     ] = True,
+    threads: Annotated[
+        str,
+        typer.Option(
+            "--threads",
+            help="Threads per worker: N, or auto (OMP_NUM_THREADS if set, else this "
+            "machine's cores shared among --workers).",
+        ),
+    ] = "auto",
 ) -> None:
     """Map a region: every scene as predict maps it, fused onto one grid (weighted mean of
     the class probabilities across overlaps) into one map, its confidence and scenes.csv."""
@@ -836,6 +964,7 @@ def map_region(
         dask_scheduler=dask_scheduler,
         overwrite=overwrite,
         progress=progress,
+        threads=_threads(threads),
     )
     result = run_map(cfg)
     mapped = sum(r.status == "mapped" for r in result.scenes)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from alos2fm.data.budget import BudgetSelection, LabelBudget, budget_masks
 from alos2fm.data.store import (
     IGNORE_INDEX,
     LABELS,
@@ -47,7 +48,11 @@ class PatchDataset(Dataset):
     ``label_fraction`` keeps a seeded random subset of that share of the split's patches
     (at least one), for few-label experiments. Subsets are nested: with the same ``seed``,
     the patches kept at 1 % are among those kept at 5 %, and so on (a prefix of one seeded
-    permutation), so label-efficiency curves compare like with like. ``in_memory`` holds
+    permutation), so label-efficiency curves compare like with like. ``label_budget``
+    instead keeps a seeded subset of the split's labels (``alos2fm.data.budget``: a
+    fraction of the labelled pixels or k parcels per class, drawn with ``budget_seed``):
+    only patches holding a kept label remain, and their other labels read as 255.
+    ``budget`` then holds the selection (its ``summary`` per class). ``in_memory`` holds
     the selected patches in RAM (see the module docstring).
     """
 
@@ -60,6 +65,9 @@ class PatchDataset(Dataset):
         label_fraction: float | None = None,
         seed: int = 0,
         in_memory: bool = False,
+        label_budget: LabelBudget | None = None,
+        budget_seed: int = 0,
+        min_parcel_pixels: int = 200,
     ):
         self.root = Path(root)
         self.stats: dict[str, Any] = read_stats(self.root)
@@ -73,6 +81,11 @@ class PatchDataset(Dataset):
             keep = max(1, round(label_fraction * len(positions))) if len(positions) else 0
             order = np.random.default_rng(seed).permutation(len(positions))
             positions = positions[np.sort(order[:keep])]
+        self.budget = self._draw_budget(
+            label_budget, split, label_fraction, with_labels, budget_seed, min_parcel_pixels
+        )
+        if self.budget is not None:
+            positions = positions[np.isin(positions, list(self.budget.masks))]
         self.positions = positions
         self.index = index.iloc[positions].reset_index(drop=True)
 
@@ -110,8 +123,33 @@ class PatchDataset(Dataset):
         if self.with_labels:
             label = np.asarray(arrays.labels[at], dtype=np.int64)
             label[~valid] = IGNORE_INDEX  # a band subset may have fewer valid pixels
+            if self.budget is not None:
+                label[~self.budget.masks[position]] = IGNORE_INDEX
             item["label"] = torch.from_numpy(label)
         return item
+
+    def _draw_budget(
+        self,
+        budget: LabelBudget | None,
+        split: Split | None,
+        label_fraction: float | None,
+        with_labels: bool | None,
+        seed: int,
+        min_parcel_pixels: int,
+    ) -> BudgetSelection | None:
+        """The labels ``budget`` keeps, or None when it keeps them all (or there is none)."""
+        if budget is None:
+            return None
+        if label_fraction is not None:
+            raise ValueError(
+                "give label_fraction (a share of patches) or label_budget (a share of "
+                "labels), not both"
+            )
+        if split is None or with_labels is False:
+            raise ValueError("a label budget needs one split and its labels")
+        if budget.is_everything:
+            return None
+        return budget_masks(self.root, budget, seed, min_parcel_pixels, split=split)
 
     def _load_all(self) -> PatchArrays:
         """The selected patches, in dataset order, as in-memory arrays."""

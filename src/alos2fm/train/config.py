@@ -17,10 +17,17 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from alos2fm.atomic import atomic_path
 from alos2fm.errors import Alos2fmError, validation_problems
@@ -89,6 +96,33 @@ class DataConfig(_Frozen):
     label_fraction: float = Field(
         1.0, gt=0.0, le=1.0, description="seeded fraction of training patches (fine-tuning)"
     )
+    label_budget: str | None = Field(
+        None,
+        description="training labels kept: a fraction ('1%', 0.01) or k parcels per class "
+        "('k1'), seeded by the run's seed, nested",
+    )
+    min_parcel_pixels: int = Field(200, ge=1)
+
+    @field_validator("label_budget", mode="before")
+    @classmethod
+    def _budget_parses(cls, value: Any) -> Any:
+        # Parsed here so that a typo fails with the config, before torch loads; kept as
+        # written (a number as its text) so that config.yaml says what the user gave.
+        if value is None:
+            return None
+        from alos2fm.data.budget import LabelBudget
+
+        LabelBudget.parse(value)
+        return value if isinstance(value, str) else str(value)
+
+    @model_validator(mode="after")
+    def _one_label_subset(self) -> DataConfig:
+        if self.label_budget is not None and self.label_fraction != 1.0:
+            raise ValueError(
+                "data.label_fraction (a share of patches) and data.label_budget (a share of "
+                "labels) exclude each other: set one"
+            )
+        return self
 
 
 class OptimConfig(_Frozen):
@@ -166,6 +200,10 @@ class TrainerConfig(_Frozen):
     last_checkpoint_every_n_steps: int | None = Field(
         None, ge=1, description="also refresh checkpoints/last.ckpt every N optimiser steps"
     )
+    # Threads each process computes with (alos2fm.threads): a number, or auto = the cores
+    # this process may use shared among this node's processes, one core per DataLoader
+    # worker; config.yaml records the number it resolved to.
+    threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
     # Speed only (alos2fm.models.speed): the same computation up to floating-point rounding.
     fused_attention: bool = Field(False, description="timm's fused Swin window attention")
     compile: bool = Field(False, description="torch.compile of the model's forward")
@@ -237,6 +275,8 @@ class PretrainConfig(_Frozen):
     def _consistent(self) -> PretrainConfig:
         if self.data.label_fraction != 1.0:
             raise ValueError("data.label_fraction applies to fine-tuning only")
+        if self.data.label_budget is not None:
+            raise ValueError("data.label_budget applies to fine-tuning only")
         if self.data.normalisation == "encoder":
             raise ValueError("data.normalisation=encoder applies to fine-tuning only")
         if self.method == "simmim" and self.model.img_size % self.simmim.mask_unit:

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import pandas as pd
 import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from alos2fm.atomic import atomic_path
+from alos2fm.data.budget import LabelBudget
 from alos2fm.data.store import read_stats
 from alos2fm.errors import DataError
 from alos2fm.train.checkpointing import ResumableLoader, ResumableSampler
@@ -34,6 +37,9 @@ from alos2fm.train.config import DataConfig
 # The paper's normalisation of ALOS-2 HH sigma0 in dB (SPEC.md section 1).
 PAPER_HH_MEAN_DB = -10.4327
 PAPER_HH_STD_DB = 5.8041
+
+# What a run with a label budget writes at its root: the labels kept, per class.
+BUDGET_CSV = "budget.csv"
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,12 @@ class Normalisation:
         std = image_db.new_tensor(self.std_db).view(1, -1, 1, 1)
         standardised = (image_db - mean) / std
         return standardised if valid is None else standardised.masked_fill(~valid[:, None], 0.0)
+
+    def to_db(self, standardised: Tensor) -> Tensor:
+        """(B, C, H, W) standardised -> dB: the inverse of the standardisation."""
+        mean = standardised.new_tensor(self.mean_db).view(1, -1, 1, 1)
+        std = standardised.new_tensor(self.std_db).view(1, -1, 1, 1)
+        return standardised * std + mean
 
     def as_dict(self) -> dict[str, Any]:
         return {"bands": list(self.bands), "mean": list(self.mean_db), "std": list(self.std_db)}
@@ -92,6 +104,10 @@ class PatchDataModule(L.LightningDataModule):
     ``splits`` limits the splits read (pretraining needs only ``train``); ``with_labels``
     False skips reading label arrays; ``test_split`` is the split that ``trainer.test``
     scores (``alos2fm evaluate --split val`` scores the validation split).
+
+    With ``cfg.label_budget`` the training split keeps only the budget's labels
+    (``alos2fm.data.budget``, drawn with ``seed``); its per-class summary is logged once
+    and, given a ``run_dir``, written there as ``budget.csv``.
     """
 
     def __init__(
@@ -102,8 +118,10 @@ class PatchDataModule(L.LightningDataModule):
         with_labels: bool = True,
         splits: tuple[str, ...] = ("train", "val", "test"),
         test_split: str = "test",
+        run_dir: str | Path | None = None,
     ):
         super().__init__()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
         self.splits = splits
         self.test_split = test_split
         self.root = Path(root)
@@ -122,16 +140,41 @@ class PatchDataModule(L.LightningDataModule):
             if split in self.datasets or split not in self.splits:
                 continue
             fraction = self.cfg.label_fraction if split == "train" else None
+            text = self.cfg.label_budget if split == "train" else None
+            budget = LabelBudget.parse(text) if text is not None else None
             dataset = PatchDataset(
                 self.root,
                 split=split,
                 with_labels=self.with_labels,
                 label_fraction=fraction if fraction != 1.0 else None,
                 seed=self.seed,
+                label_budget=budget,
+                budget_seed=self.seed,
+                min_parcel_pixels=self.cfg.min_parcel_pixels,
             )
             if len(dataset) == 0:
                 raise DataError(f"the {split} split has no patches", self.root)
+            if dataset.budget is not None and self._world()[1] == 0:
+                self._report_budget(budget, dataset.budget.summary, len(dataset))
             self.datasets[split] = dataset
+
+    def _report_budget(self, budget: LabelBudget, summary: pd.DataFrame, patches: int) -> None:
+        """Log what the label budget kept; write it as ``run_dir/budget.csv`` if given."""
+        kept = summary[summary["pixels_kept"] > 0]
+        log.info(
+            "label budget %s (seed %d): %d training patches keep labels; %s",
+            budget.tag,
+            self.seed,
+            patches,
+            "; ".join(
+                f"{row.name}: {_parcels(row.parcels_kept)}{row.pixels_kept} of "
+                f"{row.pixels_available} px"
+                for row in kept.itertuples()
+            ),
+        )
+        if self.run_dir is not None:
+            with atomic_path(self.run_dir / BUDGET_CSV) as tmp:
+                summary.to_csv(tmp, index=False)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
@@ -186,3 +229,8 @@ class PatchDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader(self.test_split)
+
+
+def _parcels(count: Any) -> str:
+    """``"2 parcels, "`` for a parcel budget; nothing for a fraction (<NA>)."""
+    return "" if pd.isna(count) else f"{count} parcel{'s' if count != 1 else ''}, "

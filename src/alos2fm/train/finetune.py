@@ -28,10 +28,17 @@ from alos2fm.data.store import IGNORE_INDEX
 from alos2fm.errors import DataError
 from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.outputs import claim_folder
+from alos2fm.threads import Threads, apply_threads
 from alos2fm.train.augment import augment, sampling_cannot_act
 from alos2fm.train.config import FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
-from alos2fm.train.engine import CHECKPOINTS, build_trainer, quiet_third_party, seed_run
+from alos2fm.train.engine import (
+    CHECKPOINTS,
+    build_trainer,
+    quiet_third_party,
+    resolve_run_threads,
+    seed_run,
+)
 from alos2fm.train.optim import configure_adamw, layer_decay_groups, weight_decay_groups
 from alos2fm.train.pretrain import check_data_fits_model
 from alos2fm.train.run_folder import claim_run_folder
@@ -260,7 +267,9 @@ def _finetune(
         read_encoder_meta,
     )
 
-    dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True)
+    cfg = resolve_run_threads(cfg)  # the number config.yaml records
+    apply_threads(cfg.trainer.threads)
+    dm = PatchDataModule(data, cfg.data, cfg.seed, with_labels=True, run_dir=out)
     patch = check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
     if (note := sampling_cannot_act(cfg.data.sampling, patch, cfg.model.img_size)) is not None:
         log.warning(note)
@@ -289,14 +298,15 @@ def _finetune(
     trainer.fit(module, datamodule=dm, ckpt_path=last)
     best = out / CHECKPOINTS / BEST
     module.test_report = (out / "test", best)
-    trainer.test(module, datamodule=dm, ckpt_path=best)
+    # The score table is console output a quiet run (progress bar off) does without.
+    trainer.test(module, datamodule=dm, ckpt_path=best, verbose=cfg.trainer.progress_bar)
     if trainer.is_global_zero:
         _plot_training_curves(out)
     return best
 
 
 def _plot_training_curves(run: Path) -> None:
-    """``figures/training_curves.png``: losses by step, validation scores by epoch."""
+    """``figures/training_curves.png``: losses and evaluation scores by optimiser step."""
     from alos2fm.evaluation.figures import plot_loss_curves
 
     metrics = run / "logs" / "metrics.csv"
@@ -311,11 +321,17 @@ EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "per_class_iou.png")
 
 
 def run_evaluate(
-    checkpoint: Path, data: Path, split: str, out: Path, overwrite: bool = False
+    checkpoint: Path,
+    data: Path,
+    split: str,
+    out: Path,
+    overwrite: bool = False,
+    threads: Threads = "auto",
 ) -> Path:
     """Score a fine-tuned checkpoint on ``split`` of ``data``: metrics.json and figures in
     ``out``. Runs on the checkpoint's hardware settings (``--set``-free: one process by
-    default on CPU; under torchrun/SLURM Lightning joins the processes).
+    default on CPU; under torchrun/SLURM Lightning joins the processes) with ``threads``
+    (``alos2fm.threads``; not the number training recorded: this machine may differ).
 
     The checkpoint must fit the dataset (``alos2fm.contract``): same bands in order, same
     class table, same preprocessing."""
@@ -336,6 +352,7 @@ def run_evaluate(
     check_classes(module.hparams.classes["names"], dataset_class_names(dm.stats), data)
     check_preprocessing(module.hparams.data.get("preprocessing"), data, checkpoint)
     check_data_fits_model(dm, cfg.model.in_chans, cfg.model.img_size)
+    apply_threads(threads, workers=cfg.data.num_workers)
     quiet_third_party()
     trainer = L.Trainer(
         accelerator="auto",

@@ -32,8 +32,10 @@ RUN_OUTPUTS = (
     "encoder.safetensors",
     "encoder.json",
     "encoder_load.txt",
+    "budget.csv",  # the labels a label budget kept (alos2fm.train.data.BUDGET_CSV)
 )
-# How a run is executed, not what it computes: free to change on --resume.
+# How a run is executed, not what it computes: free to change on --resume (a resumed run
+# keeps the thread count its config.yaml records unless --set trainer.threads=... changes it).
 _EXECUTION = {
     "accelerator",
     "devices",
@@ -44,6 +46,7 @@ _EXECUTION = {
     "last_checkpoint_every_n_steps",
     "fused_attention",
     "compile",
+    "threads",
     "log_every_n_steps",
     "progress_bar",
 }
