@@ -697,6 +697,9 @@ def probe(
     from rich.table import Table
 
     from alos2fm.evaluation.probe import ProbeSettings, probe_into
+    from alos2fm.threads import apply_threads
+
+    apply_threads("auto")  # OMP_NUM_THREADS, else this machine's cores
 
     architecture = None
     if preset is not None:

@@ -143,9 +143,9 @@ def _said_once() -> Iterator[None]:
 
 def _limit_threads(threads: int) -> None:
     # Runs side by side on a few cores: each takes its share, never all of them.
-    import torch
+    from alos2fm.threads import apply_threads
 
-    torch.set_num_threads(max(1, threads))
+    apply_threads(threads)
 
 
 def save_preview(folder: Path, positions: tuple[int, ...], predictions: list[np.ndarray]) -> None:

@@ -17,7 +17,6 @@ each process computes with its share of the cores.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -330,11 +329,10 @@ def _ordered(table: pd.DataFrame, plan: ComparePlan) -> pd.DataFrame:
 
 
 def _threads_per_run(workers: int) -> int:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, cores // workers)
+    """Each run's share of this machine's cores (``alos2fm.threads``: OMP_NUM_THREADS wins)."""
+    from alos2fm.threads import resolve_threads
+
+    return resolve_threads("auto", processes=workers)
 
 
 def _write_csv(path: Path, table: pd.DataFrame) -> None:
