@@ -9,6 +9,8 @@ segmenter (random weights: what is timed is the pipeline, not the map's quality)
   them, each in a fresh process (goal: >= 0.9, i.e. fusing costs at most 10 %); and
   ``fuse_ratio_net``, the same with each process's start (importing torch, rasterio and
   alos2fm, measured here) taken off, since map starts once and the predicts N times;
+  ``fuse_ratio_net_cpu``, the same in CPU seconds (user + system of each process and its
+  children), which other jobs on a shared machine do not inflate;
 - ``peak_rss_ratio`` = peak RSS of ``map`` at ``--scenes`` / at 2 scenes (goal: <= 1.2);
 - ``dask_speedup`` = ``map`` on a one-worker / two-worker ``LocalCluster`` (on 2 cores,
   the ceiling is 2).
@@ -22,10 +24,8 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -99,19 +99,21 @@ def run(command: list[str]) -> dict:
     measured = monitored([sys.executable, "-m", "alos2fm", *command])
     return {
         "seconds": round(measured["seconds"], 2),
+        "cpu_seconds": round(measured["cpu_seconds"], 2),
         "peak_gib": measured["peak"]["largest_process_gib"],
     }
 
 
-def startup_seconds(repeats: int = 3) -> float:
-    """What starting a command costs before it reads anything: the fastest of a few."""
+def startup_seconds(repeats: int = 3) -> tuple[float, float]:
+    """What starting a command costs before it reads anything, (wall, CPU) seconds: the
+    fastest of a few."""
     code = "import torch, rasterio, alos2fm.evaluation.predict, alos2fm.evaluation.region"
-    times = []
+    walls, cpus = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True)
-        times.append(time.perf_counter() - started)
-    return min(times)
+        measured = monitored([sys.executable, "-c", code])
+        walls.append(measured["seconds"])
+        cpus.append(measured["cpu_seconds"])
+    return min(walls), min(cpus)
 
 
 def map_command(paths: list[Path], checkpoint: Path, out: Path, *extra: str) -> list[str]:
@@ -155,8 +157,10 @@ def main() -> None:
                 )  # fmt: skip
             )
     predict_total = sum(p["seconds"] for p in predicts)
-    start = startup_seconds()
+    predict_cpu = sum(p["cpu_seconds"] for p in predicts)
+    start, start_cpu = startup_seconds()
     net = (predict_total - start * len(predicts)) / (all_scenes["seconds"] - start)
+    net_cpu = (predict_cpu - start_cpu * len(predicts)) / (all_scenes["cpu_seconds"] - start_cpu)
     print(
         json.dumps(
             {
@@ -168,6 +172,9 @@ def main() -> None:
                 "fuse_ratio": round(predict_total / all_scenes["seconds"], 3),
                 "process_start_s": round(start, 2),
                 "fuse_ratio_net": round(net, 3),
+                "predict_sum_cpu_s": round(predict_cpu, 2),
+                "map_cpu_s": all_scenes["cpu_seconds"],
+                "fuse_ratio_net_cpu": round(net_cpu, 3),
                 "peak_rss_gib": {
                     "2": two_scenes["peak_gib"],
                     str(args.scenes): all_scenes["peak_gib"],

@@ -1,5 +1,6 @@
-"""Measuring a command the way the benchmarks compare them: wall time and peak memory of
-a fresh process (and of its children), as ratios against a baseline run the same way."""
+"""Measuring a command the way the benchmarks compare them: wall time, CPU time and peak
+memory of a fresh process (and of its children), as ratios against a baseline run the
+same way."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ def monitored(command: list[str], watch: list[int] = ()) -> dict:
     wrapper = (
         "import resource, subprocess, sys, json;"
         "rc = subprocess.run(sys.argv[1:]).returncode;"
-        "print(json.dumps({'rc': rc, 'maxrss_kib': "
-        "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(json.dumps({'rc': rc, 'maxrss_kib': usage.ru_maxrss, "
+        "'cpu_s': usage.ru_utime + usage.ru_stime}))"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     started = time.perf_counter()
@@ -48,6 +50,9 @@ def monitored(command: list[str], watch: list[int] = ()) -> dict:
         raise SystemExit(f"{command[1:4]} failed with exit code {result['rc']}")
     return {
         "seconds": seconds,
+        # CPU time of the command and its children: what a loaded machine's other jobs do
+        # not inflate (wall time they do), so ratios of it hold on a shared machine.
+        "cpu_seconds": result["cpu_s"],
         "peak": {
             "largest_process_gib": round(result["maxrss_kib"] * 1024 / GIB, 3),
             "total_gib": round(peak_total / GIB, 3),
