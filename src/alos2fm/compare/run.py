@@ -171,7 +171,7 @@ def _job(
     else:
         config = {
             "train_pixels": plan.probe_train_pixels,
-            "architecture": _probe_architecture(plan),
+            "architecture": _probe_architecture(plan, data),
         }
     return Job(
         arm=name,
@@ -189,10 +189,15 @@ def _job(
     )
 
 
-def _probe_architecture(plan: ComparePlan) -> dict[str, Any]:
+def _probe_architecture(plan: ComparePlan, data: Path) -> dict[str, Any]:
+    """A random probe's encoder: the Swin of ``swin_preset``, taking the dataset's bands."""
+    from alos2fm.data.store import read_stats
     from alos2fm.train.config import resolve_config
 
-    return resolve_config("finetune", plan.swin_preset).model.encoder_kwargs()
+    bands = len(read_stats(data)["bands"])
+    return resolve_config(
+        "finetune", plan.swin_preset, [f"model.in_chans={bands}"]
+    ).model.encoder_kwargs()
 
 
 def tuning_plan(plan: ComparePlan, root: Path, threads: int) -> list[Job]:
