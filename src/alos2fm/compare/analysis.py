@@ -74,6 +74,8 @@ def goal_table(results: pd.DataFrame, plan: ComparePlan) -> pd.DataFrame:
                 "claim": f"{goal.a} ≥ {goal.b} + {goal.delta:g}",
                 "budget": goal.budget,
                 "verdict": margin_verdict(diff, goal.delta),
+                # what the verdict reads: the one-sided 95 % bounds
+                "judged_on": f"[{diff.lower_bound:+.3f}, {diff.upper_bound:+.3f}] one-sided",
             }
             | vars(diff)
         )
@@ -82,9 +84,11 @@ def goal_table(results: pd.DataFrame, plan: ComparePlan) -> pd.DataFrame:
         rows.append(
             {
                 "goal": claim.name,
-                "claim": f"|{claim.a} − {claim.b}| ≤ {claim.margin:g}",
+                "claim": f"{claim.a} − {claim.b} within ±{claim.margin:g}",
                 "budget": claim.budget,
                 "verdict": equivalence_verdict(diff, claim.margin),
+                # what the verdict reads: the two-sided 95 % interval
+                "judged_on": f"[{diff.low:+.3f}, {diff.high:+.3f}] two-sided",
             }
             | vars(diff)
         )

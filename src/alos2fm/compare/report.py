@@ -60,14 +60,9 @@ def write_report(
             "95 % interval lies within ± the margin.",
             "",
             _markdown(
-                goals.assign(
-                    difference=[_diff(r) for r in goals.itertuples()],
-                    bounds=[
-                        f"[{r.lower_bound:+.3f}, {r.upper_bound:+.3f}]" for r in goals.itertuples()
-                    ],
-                )[["goal", "claim", "budget", "n", "difference", "bounds", "verdict"]].rename(
-                    columns={"n": "pairs", "bounds": "one-sided 95 % bounds"}
-                )
+                goals.assign(difference=[_diff(r) for r in goals.itertuples()])[
+                    ["goal", "claim", "budget", "n", "difference", "judged_on", "verdict"]
+                ].rename(columns={"n": "pairs", "judged_on": "95 % bounds"})
             ),
             "",
         ]
@@ -436,4 +431,4 @@ def _markdown(table: pd.DataFrame) -> str:
 def _cell(value) -> str:
     if isinstance(value, float):
         return "–" if not np.isfinite(value) else f"{value:.4g}"
-    return str(value)
+    return str(value).replace("|", "\\|")  # a pipe would end the table's cell
