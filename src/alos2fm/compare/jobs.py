@@ -59,6 +59,17 @@ class Job:
         return json.loads(json.dumps(record, default=str))
 
 
+def job_folder(out: Path, role: Role, arm: str, budget: str, seed: int, rate: float | None) -> Path:
+    """Where a run lives: ``OUT/{runs,tuning}/ARM/BUDGET/seedS[_lrR]``. The rate is in the
+    name, so that a rate chosen anew (after a wider sweep) is a new run beside the old one,
+    not a finished run refused for its other settings."""
+    from alos2fm.data.budget import LabelBudget
+
+    name = f"seed{seed}" + (f"_lr{rate:g}" if rate is not None and rate == rate else "")
+    area = "tuning" if role == "tuning" else "runs"
+    return out / area / arm / LabelBudget.parse(budget).tag / name
+
+
 def _without_execution(config: dict[str, Any]) -> dict[str, Any]:
     """The config less how it is executed (threads, devices: free to differ on resume)."""
     trainer = {

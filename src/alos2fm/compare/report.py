@@ -21,7 +21,7 @@ from alos2fm.compare.analysis import (
     goal_table,
     score_table,
 )
-from alos2fm.compare.jobs import PREVIEW
+from alos2fm.compare.jobs import PREVIEW, job_folder
 from alos2fm.compare.plan import NETWORKS, ComparePlan
 from alos2fm.data.budget import LabelBudget
 
@@ -122,12 +122,12 @@ def write_report(
             "",
             *[
                 f"![validation curves at {b}](figures/{name})"
-                for b, name in plot_curves(plan, out, figures)
+                for b, name in plot_curves(plan, results, out, figures)
             ],
             "",
         ]
     lines += _per_class_section(results, plan)
-    previews = plot_previews(plan, out, figures)
+    previews = plot_previews(plan, results, out, figures)
     if previews:
         lines += ["## Maps of the same test patches", ""]
         lines += [f"![{caption}](figures/{name})" for name, caption in previews]
@@ -277,7 +277,9 @@ def plot_budgets(results: pd.DataFrame, plan: ComparePlan, figures: Path) -> str
     return name
 
 
-def plot_curves(plan: ComparePlan, out: Path, figures: Path) -> list[tuple[str, str]]:
+def plot_curves(
+    plan: ComparePlan, results: pd.DataFrame, out: Path, figures: Path
+) -> list[tuple[str, str]]:
     """Per budget: every scored network run's validation mIoU against the step, one colour
     per arm (a curve still rising at the end: the budget was short)."""
     import matplotlib
@@ -295,8 +297,9 @@ def plot_curves(plan: ComparePlan, out: Path, figures: Path) -> list[tuple[str, 
         for k, (name, arm) in enumerate(plan.arms.items()):
             if arm.kind not in NETWORKS:
                 continue
-            for i, seed in enumerate(plan.seeds):
-                run = out / "runs" / name / tag / f"seed{seed}" / RUN
+            mine = results[(results["arm"] == name) & (results["budget"] == budget)]
+            for i, row in enumerate(mine.itertuples()):
+                run = job_folder(out, "scored", name, budget, row.seed, row.rate) / RUN
                 if not (run / "logs" / "metrics.csv").is_file():
                     continue
                 steps, val = validation_curve(run)
@@ -319,7 +322,9 @@ def plot_curves(plan: ComparePlan, out: Path, figures: Path) -> list[tuple[str, 
     return made
 
 
-def plot_previews(plan: ComparePlan, out: Path, figures: Path) -> list[tuple[str, str]]:
+def plot_previews(
+    plan: ComparePlan, results: pd.DataFrame, out: Path, figures: Path
+) -> list[tuple[str, str]]:
     """Per budget: the preview test patches (first band in dB, reference) and every arm's
     prediction on the first seed."""
     import matplotlib
@@ -342,10 +347,11 @@ def plot_previews(plan: ComparePlan, out: Path, figures: Path) -> list[tuple[str
     for budget in plan.budgets:
         tag = LabelBudget.parse(budget).tag
         found = {}
-        for arm in plan.arms:
-            path = out / "runs" / arm / tag / f"seed{plan.seeds[0]}" / PREVIEW
+        first = results[(results["budget"] == budget) & (results["seed"] == plan.seeds[0])]
+        for row in first.itertuples():
+            path = job_folder(out, "scored", row.arm, budget, row.seed, row.rate) / PREVIEW
             if path.is_file():
-                found[arm] = np.load(path)
+                found[row.arm] = np.load(path)
         if not found:
             continue
         positions = next(iter(found.values()))["positions"]

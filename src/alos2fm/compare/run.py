@@ -27,9 +27,8 @@ import pandas as pd
 import yaml
 
 from alos2fm.atomic import atomic_path
-from alos2fm.compare.jobs import Job, run_job
+from alos2fm.compare.jobs import Job, job_folder, run_job
 from alos2fm.compare.plan import NETWORKS, Arm, ComparePlan, default_rates, plan_record
-from alos2fm.data.budget import LabelBudget
 from alos2fm.errors import DataError
 from alos2fm.train.config import ConfigError
 
@@ -78,12 +77,12 @@ def run_compare(
     ) as folder:
         _write_yaml(folder.path("plan.yaml"), plan_record(plan))
         threads = _threads_per_run(plan.workers)
-        tuning_jobs = tuning_plan(plan, folder.path("tuning"), threads)
+        tuning_jobs = tuning_plan(plan, folder.root, threads)
         tuning = _run_all(plan, tuning_jobs, plan.workers, dask_scheduler, on_result)
         _write_csv(folder.path("tuning.csv"), tuning)
         rates = choose_rates(plan, tuning)
         _write_csv(folder.path("rates.csv"), rates)
-        scored_jobs = scoring_plan(plan, folder.path("runs"), rates, threads)
+        scored_jobs = scoring_plan(plan, folder.root, rates, threads)
         results = _run_all(plan, scored_jobs, plan.workers, dask_scheduler, on_result)
         _write_csv(folder.path("results.csv"), results)
         _write_csv(folder.path("goals.csv"), goal_table(results, plan))
@@ -200,7 +199,7 @@ def _probe_architecture(plan: ComparePlan, data: Path) -> dict[str, Any]:
     ).model.encoder_kwargs()
 
 
-def tuning_plan(plan: ComparePlan, root: Path, threads: int) -> list[Job]:
+def tuning_plan(plan: ComparePlan, out: Path, threads: int) -> list[Job]:
     """A run per network arm, budget, tuning seed and candidate rate (an arm given one
     rate has nothing to tune)."""
     jobs = []
@@ -211,10 +210,9 @@ def tuning_plan(plan: ComparePlan, root: Path, threads: int) -> list[Job]:
         if len(rates) < 2:
             continue
         for budget in plan.budgets:
-            tag = LabelBudget.parse(budget).tag
             for index, seed in enumerate(plan.tuning_seeds):
                 for rate in rates:
-                    folder = root / name / tag / f"seed{seed}_lr{rate:g}"
+                    folder = job_folder(out, "tuning", name, budget, seed, rate)
                     jobs.append(
                         _job(plan, name, budget, seed, index, "tuning", folder, rate, threads)
                     )
@@ -269,18 +267,17 @@ def choose_rates(plan: ComparePlan, tuning: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["arm", "budget", "rate", "val_miou", "seeds", "chosen"])
 
 
-def scoring_plan(plan: ComparePlan, root: Path, rates: pd.DataFrame, threads: int) -> list[Job]:
+def scoring_plan(plan: ComparePlan, out: Path, rates: pd.DataFrame, threads: int) -> list[Job]:
     """Every arm at every budget and seed, cell by cell; the first seed's runs also save
     the report's preview patches."""
     chosen = {(r.arm, r.budget): r.rate for r in rates[rates["chosen"]].itertuples()}
     preview = preview_positions(plan.dataset(plan.seeds[0]))
     jobs = []
     for budget in plan.budgets:
-        tag = LabelBudget.parse(budget).tag
         for index, seed in enumerate(plan.seeds):
             for name in plan.arms:
-                folder = root / name / tag / f"seed{seed}"
                 rate = chosen.get((name, budget))
+                folder = job_folder(out, "scored", name, budget, seed, rate)
                 job = _job(plan, name, budget, seed, index, "scored", folder, rate, threads)
                 jobs.append(replace(job, preview=preview) if index == 0 else job)
     return jobs
