@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from alos2fm.compare.plan import ComparePlan
+from alos2fm.compare.plan import ComparePlan, Equivalence
 from alos2fm.evaluation.statistics import (
     equivalence_verdict,
     holm,
@@ -65,31 +65,22 @@ def comparison_table(results: pd.DataFrame, plan: ComparePlan) -> pd.DataFrame:
 
 
 def goal_table(results: pd.DataFrame, plan: ComparePlan) -> pd.DataFrame:
+    """Each goal and equivalence with its verdict and the bounds the verdict reads: the
+    one-sided 95 % bounds for a margin, the two-sided 95 % interval for an equivalence."""
     rows = []
-    for goal in plan.goals:
-        diff = paired_difference(*paired(results, goal.a, goal.b, goal.budget))
-        rows.append(
-            {
-                "goal": goal.name,
-                "claim": f"{goal.a} ≥ {goal.b} + {goal.delta:g}",
-                "budget": goal.budget,
-                "verdict": margin_verdict(diff, goal.delta),
-                # what the verdict reads: the one-sided 95 % bounds
-                "judged_on": f"[{diff.lower_bound:+.3f}, {diff.upper_bound:+.3f}] one-sided",
-            }
-            | vars(diff)
-        )
-    for claim in plan.equivalences:
+    for claim in [*plan.goals, *plan.equivalences]:
         diff = paired_difference(*paired(results, claim.a, claim.b, claim.budget))
+        if isinstance(claim, Equivalence):
+            text = f"{claim.a} − {claim.b} within ±{claim.margin:g}"
+            verdict = equivalence_verdict(diff, claim.margin)
+            bounds = f"[{diff.low:+.3f}, {diff.high:+.3f}] two-sided"
+        else:
+            text = f"{claim.a} ≥ {claim.b} + {claim.delta:g}"
+            verdict = margin_verdict(diff, claim.delta)
+            bounds = f"[{diff.lower_bound:+.3f}, {diff.upper_bound:+.3f}] one-sided"
         rows.append(
-            {
-                "goal": claim.name,
-                "claim": f"{claim.a} − {claim.b} within ±{claim.margin:g}",
-                "budget": claim.budget,
-                "verdict": equivalence_verdict(diff, claim.margin),
-                # what the verdict reads: the two-sided 95 % interval
-                "judged_on": f"[{diff.low:+.3f}, {diff.high:+.3f}] two-sided",
-            }
+            {"goal": claim.name, "claim": text, "budget": claim.budget, "verdict": verdict}
+            | {"judged_on": bounds}
             | vars(diff)
         )
     return pd.DataFrame(rows)

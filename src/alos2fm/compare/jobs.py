@@ -90,7 +90,9 @@ def run_job(job: Job) -> dict[str, Any]:
         stored = json.loads(result_path.read_text())
         check_same(stored.get("identity"), identity, f"the finished run {job.folder}", job.folder)
         return stored["row"]
-    _limit_threads(job.threads)
+    from alos2fm.threads import apply_threads
+
+    apply_threads(job.threads)  # runs side by side: each takes its share of the cores
     job.folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     with _said_once():
@@ -150,13 +152,6 @@ def _said_once() -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(_ONCE)
-
-
-def _limit_threads(threads: int) -> None:
-    # Runs side by side on a few cores: each takes its share, never all of them.
-    from alos2fm.threads import apply_threads
-
-    apply_threads(threads)
 
 
 def save_preview(folder: Path, positions: tuple[int, ...], predictions: list[np.ndarray]) -> None:

@@ -77,14 +77,10 @@ def test_columns(scores: dict[str, Any]) -> dict[str, Any]:
 def _predict_patches(checkpoint: Path, data: Path, positions: tuple[int, ...]) -> list[np.ndarray]:
     import torch
 
-    from alos2fm.contract import open_checkpoint
     from alos2fm.data.dataset import PatchDataset
-    from alos2fm.train.finetune import FinetuneModule
+    from alos2fm.train.finetune import load_finetuned
 
-    content = open_checkpoint(checkpoint)
-    module = FinetuneModule(**content["hyper_parameters"])
-    module.load_state_dict(content["state_dict"])
-    module.eval()
+    module = load_finetuned(checkpoint).eval()
     dataset = PatchDataset(data, split=None, with_labels=False)
     out = []
     with torch.inference_mode():

@@ -21,13 +21,15 @@ from alos2fm.data.classes import IGNORE_INDEX
 
 # (image dB (C, H, W) tensor, valid (H, W) tensor) -> features (H, W, F) array
 Features = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
+# (features (N, F), labels (N,)) -> a fitted classifier with .predict
+Fit = Callable[[np.ndarray, np.ndarray], Any]
 
 
 def train_pixel_classifier(job: Job) -> dict[str, Any]:
     from alos2fm.data.budget import LabelBudget
     from alos2fm.data.dataset import PatchDataset
 
-    features, classifier = _arm(job)
+    features, fit = _arm(job)
     train = PatchDataset(
         job.data,
         "train",
@@ -37,7 +39,7 @@ def train_pixel_classifier(job: Job) -> dict[str, Any]:
         min_parcel_pixels=job.min_parcel_pixels,
     )
     x, y = _training_pixels(train, features, int(job.config["train_pixels"]), job.seed)
-    model = classifier.fit(x, y)
+    model = fit(x, y)
     summary = train.budget.summary if train.budget is not None else None
     row: dict[str, Any] = {**labels_kept(summary), "train_pixels": len(y)}
     for split in ("val", "test"):
@@ -50,11 +52,15 @@ def train_pixel_classifier(job: Job) -> dict[str, Any]:
     return row
 
 
-def _arm(job: Job) -> tuple[Features, Any]:
+def _arm(job: Job) -> tuple[Features, Fit]:
+    """The arm's per-pixel features and how its classifier is fitted."""
     if job.kind == "rf":
         from alos2fm.models.forest import local_statistics, random_forest
 
-        return (lambda image, valid: local_statistics(image.numpy())), random_forest(job.seed)
+        return (
+            lambda image, valid: local_statistics(image.numpy()),
+            lambda x, y: random_forest(job.seed).fit(x, y),
+        )
     from alos2fm.evaluation.probe import (
         RANDOM,
         encoder_architecture,
@@ -68,14 +74,10 @@ def _arm(job: Job) -> tuple[Features, Any]:
     encoder = load_frozen_encoder(source, job.seed, spec)
     normalise = probe_normalisation(source, job.data)
     size = int(spec.get("img_size", 64))
-
-    class _Linear:  # fit_classifier's signature, as a fit/predict pair
-        def fit(self, x: np.ndarray, y: np.ndarray) -> Any:
-            return fit_classifier(x, y, "linear", job.seed)
-
     return (
-        lambda image, valid: encoder_features(encoder, normalise, image, valid, size)
-    ), _Linear()
+        lambda image, valid: encoder_features(encoder, normalise, image, valid, size),
+        lambda x, y: fit_classifier(x, y, "linear", job.seed),
+    )
 
 
 def encoder_features(

@@ -316,6 +316,16 @@ def _plot_training_curves(run: Path) -> None:
         plot_loss_curves(metrics, out, title=f"fine-tuning: {run.name}")
 
 
+def load_finetuned(checkpoint: Path) -> FinetuneModule:
+    """The fine-tuned module a checkpoint holds (read through ``contract.open_checkpoint``)."""
+    from alos2fm.contract import open_checkpoint
+
+    content = open_checkpoint(checkpoint)
+    module = FinetuneModule(**content["hyper_parameters"])
+    module.load_state_dict(content["state_dict"])
+    return module
+
+
 # What write_test_report writes.
 EVALUATION_FILES = ("metrics.json", "confusion_matrix.png", "per_class_iou.png")
 
@@ -340,12 +350,9 @@ def run_evaluate(
         check_dataset_bands,
         check_preprocessing,
         dataset_class_names,
-        open_checkpoint,
     )
 
-    content = open_checkpoint(checkpoint)
-    module = FinetuneModule(**content["hyper_parameters"])
-    module.load_state_dict(content["state_dict"])
+    module = load_finetuned(checkpoint)
     cfg = module.cfg
     dm = PatchDataModule(data, cfg.data, cfg.seed, splits=(split,), test_split=split)
     check_dataset_bands(module.normalise.bands, dm.normalisation.bands, data)
