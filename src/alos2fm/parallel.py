@@ -8,8 +8,15 @@ scheduler's address, started however the site starts one (``dask scheduler`` plu
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
+
+# How often a pool worker checks that the process that started it is still there.
+PARENT_POLL_S = 0.5
 
 
 def execute(
@@ -30,8 +37,11 @@ def execute(
     elif workers > 1 and len(tasks) > 1:
         import concurrent.futures as cf
 
-        with cf.ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
-            futures = [pool.submit(run, t) for t in tasks]
+        pool = cf.ProcessPoolExecutor(
+            max_workers=min(workers, len(tasks)), initializer=stop_when_orphaned
+        )
+        with pool:
+            futures = [pool.submit(_run_in_worker, run, t) for t in tasks]
             try:
                 for future in cf.as_completed(futures):
                     yield future.result()
@@ -42,3 +52,35 @@ def execute(
     else:
         for task in tasks:
             yield run(task)
+
+
+# Set while a pool worker runs a task, so that an orphaned worker knows whether a task has
+# to be stopped first.
+_task_running = threading.Event()
+
+
+def _run_in_worker(run: Callable[[Any], Any], task: Any) -> Any:
+    _task_running.set()
+    try:
+        return run(task)
+    finally:
+        _task_running.clear()
+
+
+def stop_when_orphaned() -> None:
+    """Pool-worker initializer: when the process that started this worker is gone (the
+    command was killed, or stopped by a signal that skips its cleanup), stop instead of
+    running on unseen. A running task gets SIGTERM first, as from a scheduler: a training
+    task saves ``last.ckpt`` on it, so the next run of the command resumes it."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        if _task_running.is_set():
+            os.kill(os.getpid(), signal.SIGTERM)
+            while _task_running.is_set():
+                time.sleep(PARENT_POLL_S)
+        os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
