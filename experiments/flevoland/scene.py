@@ -31,9 +31,7 @@ import yaml
 from alos2fm.atomic import atomic_path
 from alos2fm.data.classes import ClassTable, load_class_table
 from alos2fm.data.prepare import prepare_config, run_prepare
-from alos2fm.products.base import Window
 from alos2fm.products.polsarpro import _ELEMENTS as T3_ELEMENTS  # the T3 files of each band
-from alos2fm.products.polsarpro import T3Product
 
 GT_FILE = "Flevoland_gt_uint8_750x1024.npy"
 # Where the scene comes from, for a user who does not have it (see the data folder's README).
@@ -46,11 +44,6 @@ CLASSES = load_class_table("flevoland")
 # Ground-truth ids 1..15 (0 = unlabelled): the shipped table's classes, in its order.
 CLASS_NAMES = {cls.values[0]: cls.name for cls in CLASSES.classes}
 UNLABELLED = 0
-
-
-def class_colours() -> dict[int, tuple[int, int, int]]:
-    """The fixed RGB colour of each ground-truth id, the same in every figure."""
-    return {cls.values[0]: cls.color for cls in CLASSES.classes}
 
 
 def scene_files(data_dir: Path, bands: Sequence[str]) -> list[Path]:
@@ -75,19 +68,9 @@ def missing_scene(data_dir: Path, bands: Sequence[str]) -> str | None:
     )
 
 
-def open_scene(data_dir: Path, bands: Sequence[str]) -> T3Product:
-    """The scene's T3 folder as a product giving σ0 dB for ``bands`` (e.g. ("HH",))."""
-    return T3Product(data_dir / "T3", bands=tuple(bands))
-
-
 def read_ground_truth(data_dir: Path) -> np.ndarray:
     """(750, 1024) uint8 ground-truth ids, 0 = unlabelled."""
     return np.load(data_dir / GT_FILE)
-
-
-def read_scene_db(product: T3Product) -> np.ndarray:
-    """The whole scene, float32 (bands, H, W) σ0 dB with NaN no data (the scene is small)."""
-    return product.read_db(Window(0, 0, product.grid.height, product.grid.width))
 
 
 def scored_table(scored: Sequence[int]) -> ClassTable:

@@ -1,4 +1,4 @@
-"""Spatial block splits of the Flevoland ground truth, and nested label fractions.
+"""Spatial block splits of the Flevoland ground truth.
 
 The scene's classes are spatially clustered (Water and Forest only in the right quarter,
 Wheat only in the third, Wheat 2 and 3 only in the second), so stripes or a plain random
@@ -161,43 +161,3 @@ def _split_labels(
         near = maximum_filter(evaluated, size=2 * buffer + 1, mode="constant") > 0
         labels["train"][near] = IGNORE
     return labels
-
-
-def sample_label_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Keep a uniform random ``fraction`` of the labelled pixels of ``labels``; the rest 255.
-
-    Nested by construction: every fraction takes a prefix of one seeded permutation of the
-    labelled pixels, so the 1 % pixels are among the 5 % pixels, and so on; the same seed
-    gives the same pixels to every method. At least one pixel is kept.
-    """
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    pixels = np.flatnonzero(labels.ravel() != IGNORE)
-    order = np.random.default_rng([seed, 1]).permutation(len(pixels))
-    keep = pixels[order[: max(1, round(fraction * len(pixels)))]]
-    out = np.full(labels.size, IGNORE, dtype=np.uint8)
-    out[keep] = labels.ravel()[keep]
-    return out.reshape(labels.shape)
-
-
-def sample_parcels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Keep the labels of ``per_class`` parcels of each class; the rest 255.
-
-    A parcel is a 4-connected region of one class in ``labels`` (a field, or the part of
-    it in the training blocks). Label budgets counted in parcels get truly scarce, unlike
-    pixel fractions: at 1 % of the pixels almost every parcel still carries some labels.
-    Nested like the fractions: each class's parcels are taken in one seeded order, so the
-    parcels kept at k = 1 are among those kept at k = 3. A class with fewer parcels keeps
-    them all.
-    """
-    from scipy.ndimage import label as connected
-
-    if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
-    out = np.full(labels.shape, IGNORE, dtype=np.uint8)
-    for cls in np.unique(labels[labels != IGNORE]):
-        regions, count = connected(labels == cls)
-        order = np.random.default_rng([seed, 2, int(cls)]).permutation(count) + 1
-        keep = np.isin(regions, order[:per_class])
-        out[keep] = cls
-    return out

@@ -23,7 +23,6 @@ from splits import (  # noqa: E402
     SplitRule,
     block_ids,
     make_split,
-    sample_label_fraction,
 )
 
 RULE = SplitRule()
@@ -98,60 +97,3 @@ def test_class_in_three_blocks_reaches_every_split():
     rule = SplitRule(buffer=0, fractions=(1 / 3, 1 / 3, 1 / 3), min_class_pixels=1)
     split = make_split(gt, 3, rule)
     assert sorted(np.unique(split.block_split)) == [0, 1, 2]
-
-
-# --- label fractions --------------------------------------------------------------------
-
-
-def _labels(seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 5, (40, 50)).astype(np.uint8)
-    labels[rng.random((40, 50)) < 0.6] = IGNORE
-    return labels
-
-
-def test_fractions_are_nested_exact_and_keep_classes():
-    labels = _labels()
-    n = int((labels != IGNORE).sum())
-    previous = np.zeros(labels.shape, dtype=bool)
-    for fraction in (0.01, 0.05, 0.1, 1.0):
-        sample = sample_label_fraction(labels, fraction, seed=7)
-        kept = sample != IGNORE
-        assert kept.sum() == max(1, round(fraction * n))
-        assert (kept & ~previous).sum() == kept.sum() - previous.sum()  # previous is a subset
-        assert np.array_equal(sample[kept], labels[kept])
-        previous = kept
-    assert np.array_equal(sample_label_fraction(labels, 1.0, seed=7), labels)
-
-
-def test_fractions_are_seeded():
-    labels = _labels()
-    a = sample_label_fraction(labels, 0.1, seed=1)
-    assert np.array_equal(a, sample_label_fraction(labels, 0.1, seed=1))
-    assert not np.array_equal(a, sample_label_fraction(labels, 0.1, seed=2))
-
-
-def test_fraction_out_of_range_rejected():
-    with pytest.raises(ValueError, match="fraction"):
-        sample_label_fraction(_labels(), 0.0, seed=0)
-
-
-def test_parcel_budgets_keep_whole_parcels_k_per_class_and_are_nested():
-    from splits import sample_parcels
-
-    labels = np.full((20, 20), IGNORE, dtype=np.uint8)
-    parcels = [np.s_[0:4, 0:4], np.s_[0:4, 10:14], np.s_[10:12, 0:8]]  # class 0, 16 px each
-    for parcel in parcels:
-        labels[parcel] = 0
-    labels[15:20, 15:20] = 1  # class 1: one parcel
-    three = sample_parcels(labels, 3, seed=0)
-    assert np.array_equal(three, labels)  # every parcel of each class
-    seen = set()
-    for seed in range(12):
-        one = sample_parcels(labels, 1, seed=seed)
-        assert (one == 1).sum() == 25  # class 1's only parcel, whole
-        kept = [i for i, parcel in enumerate(parcels) if (one[parcel] == 0).all()]
-        assert len(kept) == 1 and (one == 0).sum() == 16  # exactly one whole parcel
-        assert (sample_parcels(labels, 2, seed=seed)[parcels[kept[0]]] == 0).all()  # nested
-        seen.add(kept[0])
-    assert seen == {0, 1, 2}  # the seed chooses among all parcels
