@@ -284,3 +284,17 @@ def test_R10_write_stats_refuses_non_finite_values_naming_the_band(
     assert not (tmp_path / store.STATS).exists()
     store.write_stats(tmp_path, {**stats, "mean_db": [-10.0, -17.0]})
     assert json.loads((tmp_path / store.STATS).read_text())["mean_db"] == [-10.0, -17.0]
+
+
+def test_band_moments_count_no_data_only_in_the_bands_holding_it():
+    image = np.arange(2 * 4 * 6, dtype=np.float16).reshape(2, 4, 6)
+    image[1, 0, :2] = np.nan
+    moments = store.BandMoments(image)
+    count, total, total_sq = moments.of(slice(0, 2), slice(0, 3))
+    expected = np.where(np.isnan(image[:, :2, :3]), 0.0, image[:, :2, :3].astype(np.float64))
+    np.testing.assert_array_equal(count, [6, 4])
+    np.testing.assert_array_equal(total, expected.sum(axis=(1, 2)))
+    np.testing.assert_array_equal(total_sq, (expected**2).sum(axis=(1, 2)))
+    count, total, _ = moments.of(slice(2, 4), slice(0, 6))  # no NaN in this region
+    np.testing.assert_array_equal(count, [12, 12])
+    np.testing.assert_array_equal(total, image[:, 2:, :].astype(np.float64).sum(axis=(1, 2)))

@@ -121,3 +121,15 @@ def test_rotated_patch_bounds_hold_its_whole_footprint():
     assert (geo["lon_center"], geo["lat_center"]) == pytest.approx(
         (centre_lon[0], centre_lat[0]), abs=1e-12
     )
+
+
+def test_patch_georefs_equal_each_window_s_affine_arithmetic():
+    """The windows' transforms and bounds, computed all at once, are the floats of
+    ``window_transform`` and ``window_bounds`` one window at a time (rotated grid too)."""
+    rotated = RasterGrid(900, 800, None, Affine.rotation(12.3) * Affine(2.5, 0, 3e5, 0, -2.5, 4e6))
+    for grid in (SCENE, rotated):
+        windows = grid_windows(grid, 256, 200) + [Window(7, 13, 64, 100)]
+        for window, geo in zip(windows, patch_georefs(grid, windows), strict=True):
+            assert geo["transform"] == tuple(grid.window_transform(window)[:6])
+            bounds = (geo["minx"], geo["miny"], geo["maxx"], geo["maxy"])
+            assert bounds == grid.window_bounds(window)

@@ -141,3 +141,18 @@ def test_speckle_filter_dispatch_and_bad_arguments() -> None:
         boxcar(power, 4)
     with pytest.raises(ValueError, match="looks"):
         multilook(power, (0, 1))
+
+
+def test_dn_to_db_table_gives_the_formula_bit_for_bit() -> None:
+    """The uint16 lookup table (see dn_to_db) holds exactly the formula's float32 values,
+    and a float16 ``out`` gets them rounded as float32 -> float16 rounds them."""
+    dn = np.arange(2**16, dtype=np.uint16)
+    formula = np.float32(20.0) * np.log10(np.where(dn > 0, dn, 1).astype(np.float32))
+    formula = np.where(dn > 0, formula + np.float32(-83.0), np.float32(np.nan))
+    db = dn_to_db(np.roll(dn, 7).reshape(256, 256))
+    np.testing.assert_array_equal(db.ravel(), np.roll(formula, 7))
+    half = dn_to_db(dn, out=np.empty(dn.shape, np.float16))
+    assert half.dtype == np.float16
+    np.testing.assert_array_equal(half, formula.astype(np.float16))
+    signed = dn_to_db(np.array([0, 1000, -1]), out=np.empty(3, np.float16))  # not uint: arithmetic
+    np.testing.assert_array_equal(signed, [np.nan, np.float16(60.0 - 83.0), np.nan])

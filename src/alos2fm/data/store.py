@@ -372,11 +372,16 @@ class BandMoments:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(count, sum, sum of squares), each shape (C,), over ``[:, rows, cols]``."""
         values = self._float64(self._image[:, rows, cols])
-        missing = np.isnan(values)
-        count = np.array([band.size - np.count_nonzero(band) for band in missing])
-        if count.sum() < missing.size:  # most patches have no no-data pixel
+        total = values.sum(axis=(1, 2))
+        count = np.full(len(values), values[0].size)
+        # Most patches have no no-data pixel: only a patch with a band whose sum is NaN (a
+        # NaN value, or infinities of both signs, left as they are) pays for the mask.
+        if np.isnan(total).any():
+            missing = np.isnan(values)
+            count -= np.count_nonzero(missing, axis=(1, 2))
             values[missing] = 0.0
-        return count, values.sum(axis=(1, 2)), np.einsum("chw,chw->c", values, values)
+            total = values.sum(axis=(1, 2))
+        return count, total, np.einsum("chw,chw->c", values, values)
 
     def _float64(self, region: np.ndarray) -> np.ndarray:
         """``region`` in float64 in the reused buffer, laid out as in a C-contiguous copy of

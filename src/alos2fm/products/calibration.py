@@ -14,9 +14,11 @@ columns); NaN is no data everywhere.
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 DEFAULT_CF_DB = -83.0
 SLC_ADJUSTMENT_DB = 32.0  # "A" of the L1.1 formula
@@ -27,12 +29,37 @@ def dn_to_db(
 ) -> np.ndarray:
     """Amplitude DN (uint16, L1.5/L2.1/mosaic) -> float32 dB = 10·log10(DN²) + CF; DN 0 -> NaN.
 
-    ``out``: a float32 array of ``dn``'s shape to fill (and return) instead of a new one.
+    ``out``: an array of ``dn``'s shape to fill (and return) instead of a new float32
+    one: float32, or float16 for the float32 values rounded to float16 (as the patch
+    store keeps them, without a float32 array in between).
     """
     dn = np.asarray(dn)
     db = np.empty(dn.shape, np.float32) if out is None else out
-    # Computed in place in float32: this runs on every pixel of every scene, and each
-    # temporary array would cost a pass over memory as long as the arithmetic itself.
+    if dn.dtype.kind == "u" and dn.dtype.itemsize <= 2:
+        # A table of all 65536 values: one lookup per pixel costs less than the logarithm
+        # and, for float16, the float32 -> float16 conversion (both emulated per pixel).
+        # "clip" skips numpy's index check (no uint16 is out of the table's range).
+        return np.take(dn_table(cf, db.dtype), dn, out=db, mode="clip")
+    if db.dtype == np.float32:
+        return _dn_to_db(dn, cf, db)
+    db[...] = _dn_to_db(dn, cf, np.empty(dn.shape, np.float32))
+    return db
+
+
+@functools.lru_cache(maxsize=16)
+def dn_table(cf: float = DEFAULT_CF_DB, dtype: npt.DTypeLike = np.float32) -> np.ndarray:
+    """The dB of every uint16 DN (index = DN) as :func:`dn_to_db` gives it, float32 or
+    those values rounded to ``dtype`` (float16); cached and read-only."""
+    table = _dn_to_db(np.arange(2**16, dtype=np.uint16), cf, np.empty(2**16, np.float32))
+    table = table.astype(dtype, copy=False)
+    table.flags.writeable = False
+    return table
+
+
+def _dn_to_db(dn: np.ndarray, cf: float, db: np.ndarray) -> np.ndarray:
+    """10·log10(DN²) + CF of ``dn`` in float32, computed into ``db``; DN 0 -> NaN."""
+    # Computed in place in float32: each temporary array would cost a pass over memory
+    # as long as the arithmetic itself.
     np.copyto(db, dn, casting="unsafe")
     with np.errstate(divide="ignore", invalid="ignore"):  # DN 0 -> -inf, DN < 0 -> NaN
         np.log10(db, out=db)

@@ -539,13 +539,20 @@ class CeosProduct:
 
     def read_db(self, window: Window) -> np.ndarray:
         """float32 (bands, height, width) sigma0 in dB; NaN where DN = 0 (no data)."""
-        out = np.empty((len(self.images), window.height, window.width), np.float32)
+        return self._read_db(window, np.float32)
+
+    def read_db_float16(self, window: Window) -> np.ndarray:
+        """``read_db`` rounded to float16 (the patch store's dtype), DN looked up per value."""
+        return self._read_db(window, np.float16)
+
+    def _read_db(self, window: Window, dtype: type[np.floating]) -> np.ndarray:
+        out = np.empty((len(self.images), window.height, window.width), dtype)
         for i, image in enumerate(self.images):
             samples = image.read(window)
             if image.descriptor.sample_type == "C*8":
                 out[i] = slc_to_db(samples, self.calibration_factor)
             else:
-                out[i] = dn_to_db(samples, self.calibration_factor)
+                dn_to_db(samples, self.calibration_factor, out=out[i])
         return out
 
     def _lines_status(self) -> str:

@@ -200,7 +200,14 @@ class DnGeoTiffProduct:
 
     def read_db(self, window: Window) -> np.ndarray:
         """float32 (bands, height, width) sigma0 in dB; NaN where DN = 0 (no data)."""
-        out = np.empty((len(self.paths), window.height, window.width), np.float32)
+        return self._read_db(window, np.float32)
+
+    def read_db_float16(self, window: Window) -> np.ndarray:
+        """``read_db`` rounded to float16 (the patch store's dtype), looked up per DN."""
+        return self._read_db(window, np.float16)
+
+    def _read_db(self, window: Window, dtype: type[np.floating]) -> np.ndarray:
+        out = np.empty((len(self.paths), window.height, window.width), dtype)
         for i, path in enumerate(self.paths):
             dn_to_db(self._rasters.read(path, window), self.calibration_factor, out=out[i])
         return out
@@ -278,7 +285,14 @@ class MosaicTileProduct:
 
     def read_db(self, window: Window) -> np.ndarray:
         """float32 (bands, height, width) gamma0 in dB; NaN for no data, layover, shadow."""
-        out = np.empty((len(self.paths), window.height, window.width), np.float32)
+        return self._read_db(window, np.float32)
+
+    def read_db_float16(self, window: Window) -> np.ndarray:
+        """``read_db`` rounded to float16 (the patch store's dtype), looked up per DN."""
+        return self._read_db(window, np.float16)
+
+    def _read_db(self, window: Window, dtype: type[np.floating]) -> np.ndarray:
+        out = np.empty((len(self.paths), window.height, window.width), dtype)
         for i, path in enumerate(self.paths):
             dn_to_db(self._rasters.read(path, window), DEFAULT_CF_DB, out=out[i])
         if self.mask_path is not None:

@@ -109,10 +109,7 @@ def run_scene_task(task: SceneTask) -> TaskResult:
         )
         for batch in _row_batches(task.windows, cfg.batch_patches):
             box = _bounding_window(batch)
-            db = product.read_db(box)
-            # Validity and statistics of the values as stored; an overflow is refused.
-            stored = store.to_patch_dtype(db, where=task.product, check=check)
-            finite = np.isfinite(db).all(axis=0)
+            stored, finite = _read_stored(product, box, task.product, check)
             moments = store.BandMoments(stored)
             label_box = split_box = None
             if labels is not None:
@@ -190,6 +187,28 @@ def run_scene_task(task: SceneTask) -> TaskResult:
     table.to_parquet(task.staging / CANDIDATES)
     _write_json(task.staging / DONE, {"fingerprint": task.fingerprint, "kept": len(rows)})
     return TaskResult(task.staging, task.scene, len(task.windows), len(rows), False)
+
+
+def _read_stored(
+    product: Any, box: Window, where: Path, check: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The values of ``box`` as stored (bands, h, w) and where all bands are finite (h, w).
+
+    A reader that calibrates DN itself (``read_db_float16``) looks the stored values up
+    per DN: no float32 array and no float32 -> float16 conversion per pixel, and its
+    values are bounded (nothing to check). Others are read as float32 dB and converted,
+    an overflow being refused where ``check``.
+    """
+    read_float16 = getattr(product, "read_db_float16", None)
+    if read_float16 is not None and store.PATCH_DTYPE is np.float16:
+        stored = read_float16(box)
+        # Finite where the exponent bits are not all ones (infinity, NaN): an integer test
+        # costs half of np.isfinite, which numpy emulates for float16 value by value.
+        exponent = stored.view(np.uint16) & np.uint16(0x7C00)
+        return stored, (exponent != 0x7C00).all(axis=0)
+    db = product.read_db(box)
+    stored = store.to_patch_dtype(db, where=where, check=check)
+    return stored, np.isfinite(db).all(axis=0)
 
 
 def _split_entries(label: np.ndarray, split_codes: np.ndarray) -> list[tuple[str, np.ndarray]]:
