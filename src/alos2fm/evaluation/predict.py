@@ -542,6 +542,9 @@ def write_cog(tiled: Path, out: Path) -> None:
         out,
         driver="COG",
         COMPRESS="DEFLATE",
+        # libdeflate's level 6 (the default) takes twice as long as 5 for 3-6 % smaller
+        # class and confidence maps.
+        LEVEL=5,
         BLOCKSIZE=BLOCK,
         OVERVIEW_RESAMPLING="NEAREST",
         BIGTIFF="IF_SAFER",
