@@ -910,7 +910,10 @@ def map_region(
     ] = None,
     file_side: Annotated[
         int | None,
-        typer.Option("--file-side", help="Largest map file side, px; beyond it: tiles + VRT."),
+        typer.Option(
+            "--file-side",
+            help="Largest map file side, px (a multiple of 256); beyond it: tiles + VRT.",
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", help="Local processes mapping scenes (default 1).")

@@ -130,6 +130,40 @@ def test_scenes_in_two_utm_zones_share_the_equal_area_grid(pointwise, tmp_path):
     assert tags["CHECKPOINT"].startswith("pointwise.ckpt sha256:")
 
 
+def test_the_block_layout_leaves_no_trace_where_warped_scenes_disagree(pointwise, tmp_path):
+    """Blocks bound the memory, nothing else: three overlapping scenes that disagree, none
+    on the region's pixels (two UTM zones onto the equal-area plane, one rotated), fused in
+    one block or in blocks of 256 px (file tiles), give the same classes and confidences."""
+    import math
+
+    from rasterio.warp import transform
+
+    db = _scene(240, 400)
+    a = write_tif(tmp_path / "a.tif", db, transform=Affine(PIXEL, 0, LEFT, 0, -PIXEL, TOP))
+    angle = math.radians(12)
+    cos, sin = PIXEL * math.cos(angle), PIXEL * math.sin(angle)
+    rotated = Affine(cos, sin, LEFT + 200 * PIXEL, sin, -cos, TOP - 60 * PIXEL)
+    # The backscatter upside down about the mean: the classes swap where scenes overlap.
+    b = write_tif(tmp_path / "b.tif", 2 * MEAN_DB - _scene(240, 400, seed=1), transform=rotated)
+    (x,), (y,) = transform("EPSG:32654", "EPSG:32653", [LEFT + 100 * PIXEL], [TOP - 120 * PIXEL])
+    c = write_tif(tmp_path / "c.tif", 2 * MEAN_DB - db, crs="EPSG:32653",
+                  transform=Affine(PIXEL, 0, x, 0, -PIXEL, y))  # fmt: skip
+
+    def fused(out: Path, **options) -> tuple[np.ndarray, np.ndarray]:
+        config = map_config(
+            products=[a, b, c], checkpoint=pointwise, out=out, progress=False, **options
+        )
+        result = run_map(config)
+        return _read(result.map_path)[0], _read(result.confidence_path)[0]
+
+    classes, confidence = fused(tmp_path / "one")  # one block: the region is under 1024 px
+    assert min(classes.shape) > 256 and max(classes.shape) < 1024
+    tiled_classes, tiled_confidence = fused(tmp_path / "tiled", file_side=256)
+    assert (confidence < 40).sum() > 1000  # the scenes disagree over a wide overlap
+    np.testing.assert_array_equal(tiled_classes, classes)
+    np.testing.assert_array_equal(tiled_confidence, confidence)
+
+
 def test_a_rerun_reuses_finished_scenes_by_identity(pointwise, tmp_path):
     db = _scene(48, 120)
     a, b = _crop(tmp_path, "a", db, 0, 70), _crop(tmp_path, "b", db, 50, 120)
@@ -229,3 +263,12 @@ def test_map_refuses_a_product_of_other_bands_before_writing(pointwise, tmp_path
 
     assert isinstance(refused.value, Alos2fmError)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_file_side_off_the_warp_tiles_is_refused(tmp_path):
+    """File edges must fall on the 256-px tiles the fuse warps by, or they could change
+    pixels; the setting says so before anything runs."""
+    options = {"products": [tmp_path / "a.tif"], "checkpoint": tmp_path / "c.ckpt"}
+    with pytest.raises(Exception, match="file_side.*multiple of 256"):
+        map_config(**options, out=tmp_path / "out", file_side=300)
+    assert map_config(**options, out=tmp_path / "out", file_side=512).file_side == 512

@@ -65,7 +65,9 @@ class MapConfig(BaseModel):
     kind: str | None = None
     nodata: float | None = None
     edge_px: int | None = Field(None, ge=1)  # scene pixels over which weights rise to 1
-    file_side: int = Field(40960, ge=256)  # pixels; a larger region is split into file tiles
+    # Pixels; a larger region is split into file tiles. A multiple of the 256-px tile the
+    # fuse warps by, so that no file edge changes a pixel.
+    file_side: int = Field(40960, ge=256, multiple_of=256)
     workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
     overwrite: bool = False

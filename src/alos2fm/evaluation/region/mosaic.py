@@ -1,8 +1,8 @@
 """Fuse the scenes' probabilities onto the region's grid, one block at a time.
 
 For each block of the region grid, every scene whose footprint meets it is reprojected
-there (its stored probabilities and its edge weights, bilinear, through GDAL's warper;
-sliced instead when the scene's pixels are the region's), and the class probabilities are
+there (its stored probabilities through GDAL's warper, sliced instead when the scene's
+pixels are the region's, and its edge weights; bilinear), and the class probabilities are
 averaged with those weights: where scenes overlap, each counts most far from its edges
 and the seam disappears; where they disagree, the fused probability of the winning class
 (the confidence layer) drops. Never "last wins". A block's memory is classes x block²
@@ -19,12 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from alos2fm.evaluation.region.grid import RegionGrid, scene_bounds
+from alos2fm.evaluation.region.grid import RegionGrid, finest_pixel, scene_bounds
 from alos2fm.evaluation.region.scenes import NO_DATA
+from alos2fm.evaluation.region.writing import TIFF_BLOCK
 from alos2fm.products.base import RasterGrid, Window
 
-BLOCK = 1024  # region pixels fused at a time (a multiple of the GeoTIFF's 256 px tiles;
-# a block at the end of a part may be up to a quarter longer)
+BLOCK = 1024  # region pixels fused at a time (a multiple of the GeoTIFF's 256 px tiles,
+# which the warps follow; a block at the end of a part may be up to a quarter longer)
 
 
 @dataclass
@@ -37,6 +38,7 @@ class StoredScene:
     bounds: tuple[float, float, float, float]  # in the region's CRS
     probs: Any  # the Zarr array, opened once for every block
     weights: np.ndarray  # coarse edge weights, memory-mapped
+    scale: float  # region pixels per scene pixel
     offset: tuple[int, int] | None  # (row, col) of pixel (0, 0) where its pixels are the region's
 
     @classmethod
@@ -57,6 +59,7 @@ class StoredScene:
             scene_bounds(grid, region.crs),
             zarr.open_array(str(folder / "probs.zarr"), mode="r"),
             np.load(folder / "weights.npy", mmap_mode="r"),
+            finest_pixel([grid], region.crs) / region.resolution,
             _pixel_offset(grid, region),
         )
 
@@ -94,8 +97,6 @@ def fuse_block(
     region: RegionGrid, window: Window, scenes: Sequence[StoredScene], classes: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """(classes uint8, confidence uint8 percent) of one block; 255 where no scene has data."""
-    from affine import Affine
-
     total = np.zeros((classes, window.height, window.width), np.float32)
     weight_sum = np.zeros((window.height, window.width), np.float32)
     for scene in scenes:
@@ -104,17 +105,13 @@ def fuse_block(
         part = _covered_part(region, window, scene.bounds)
         if part is None:
             continue
-        source = scene.source_window(region.window_bounds(part), region.crs)
-        if source is None:
-            continue
-        probs = _probabilities_on(scene, region, part, source)
+        probs = _probabilities_on(scene, region, part)
         # No data is 0 in every class, so the class sum is how much of the pixel the
         # scene's data covers (~254 inside, less at its edge): dividing by it makes the
         # bilinear mean one of valid pixels only, as GDAL's no-data masks would, at less
         # than half their cost.
         covered = probs.sum(axis=0, dtype=np.uint16)
-        dst_transform = region.transform * Affine.translation(part.col, part.row)
-        weights = _warped_weights(scene, source, dst_transform, region.crs, part)
+        weights = _warped_weights(scene, region, part)
         weights = np.where(covered > 0, weights, 0.0).astype(np.float32)
         rows = slice(part.row - window.row, part.row - window.row + part.height)
         cols = slice(part.col - window.col, part.col - window.col + part.width)
@@ -127,9 +124,7 @@ def fuse_block(
     return labels, np.where(mapped, percent, NO_DATA).astype(np.uint8)
 
 
-def _probabilities_on(
-    scene: StoredScene, region: RegionGrid, part: Window, source: Window
-) -> np.ndarray:
+def _probabilities_on(scene: StoredScene, region: RegionGrid, part: Window) -> np.ndarray:
     """The scene's stored probabilities (uint8, 0 in every class where it has no data) on
     the region pixels of ``part``: sliced where its pixels are the region's, else warped."""
     from affine import Affine
@@ -147,21 +142,45 @@ def _probabilities_on(
                 stored
             )
         return out
-    stored = scene.probs[
-        :, source.row : source.row + source.height, source.col : source.col + source.width
+    tiles = [
+        (tile, scene.source_window(region.window_bounds(tile), region.crs)) for tile in _tiles(part)
     ]
+    windows = [source for _, source in tiles if source is not None]
+    if not windows:
+        return out
+    # Read once for the whole part (decoding Zarr chunks is dear), warped tile by tile.
+    row0, col0 = min(w.row for w in windows), min(w.col for w in windows)
+    row1 = max(w.row + w.height for w in windows)
+    col1 = max(w.col + w.width for w in windows)
+    stored = scene.probs[:, row0:row1, col0:col1]
     stored[stored == NO_DATA] = 0
-    # Warped as stored (uint8) and without no-data masks: GDAL's fastest bilinear, and
-    # bilinear between quantised probabilities loses nothing the quantisation kept.
-    reproject(
-        np.ascontiguousarray(stored),
-        out,
-        src_transform=scene.grid.transform * Affine.translation(source.col, source.row),
-        src_crs=scene.grid.crs,
-        dst_transform=region.transform * Affine.translation(part.col, part.row),
-        dst_crs=region.crs,
-        resampling=Resampling.bilinear,
-    )
+    for tile, source in tiles:
+        if source is None:
+            continue
+        warped = np.zeros((len(out), tile.height, tile.width), np.uint8)
+        # Warped as stored (uint8) and without no-data masks: GDAL's fastest bilinear, and
+        # bilinear between quantised probabilities loses nothing the quantisation kept.
+        reproject(
+            np.ascontiguousarray(
+                stored[
+                    :,
+                    source.row - row0 : source.row - row0 + source.height,
+                    source.col - col0 : source.col - col0 + source.width,
+                ]
+            ),
+            warped,
+            src_transform=scene.grid.transform * Affine.translation(source.col, source.row),
+            src_crs=scene.grid.crs,
+            dst_transform=region.transform * Affine.translation(tile.col, tile.row),
+            dst_crs=region.crs,
+            resampling=Resampling.bilinear,
+            **_warp_scale(scene),
+        )
+        out[
+            :,
+            tile.row - part.row : tile.row - part.row + tile.height,
+            tile.col - part.col : tile.col - part.col + tile.width,
+        ] = warped
     return out
 
 
@@ -221,33 +240,66 @@ def _covered_part(
     return Window(row0, col0, row1 - row0, col1 - col0)
 
 
-def _warped_weights(
-    scene: StoredScene, source: Window, dst_transform: Any, dst_crs: str, window: Window
-) -> np.ndarray:
-    """The scene's coarse edge weights under the block, reprojected (bilinear)."""
-    from affine import Affine
-    from rasterio.warp import Resampling, reproject
+def _warped_weights(scene: StoredScene, region: RegionGrid, part: Window) -> np.ndarray:
+    """The scene's coarse edge weights on the region pixels of ``part`` (bilinear)."""
+    from rasterio.warp import transform
+    from scipy.ndimage import map_coordinates
 
-    coarse = scene.weights
     k = scene.coarse
-    row0, col0 = source.row // k, source.col // k
-    row1 = min(coarse.shape[0], -(-(source.row + source.height) // k) + 1)
-    col1 = min(coarse.shape[1], -(-(source.col + source.width) // k) + 1)
-    part = np.ascontiguousarray(coarse[row0:row1, col0:col1], dtype=np.float32)
-    # Weights ramp over hundreds of pixels: warped on a grid k times coarser than the block
-    # and repeated, at 1/k² of a full warp (the data's own edge comes from its no data).
-    out = np.zeros((-(-window.height // k), -(-window.width // k)), np.float32)
-    reproject(
-        part,
-        out,
-        src_transform=scene.grid.transform * Affine.scale(k) * Affine.translation(col0, row0),
-        src_crs=scene.grid.crs,
-        dst_transform=dst_transform * Affine.scale(k),
-        dst_crs=dst_crs,
-        resampling=Resampling.bilinear,
+    # Weights ramp over hundreds of pixels: interpolated at the centres of the region's
+    # cells of k x k pixels (from its origin) and repeated, at 1/k² of a full warp (the
+    # data's own edge comes from its no data). Each centre is transformed exactly, on its
+    # own (GDAL's warper would interpolate along the part's rows), so a pixel gets the same
+    # weight whichever block it falls in.
+    row0, col0 = part.row // k, part.col // k
+    rows = np.arange(row0, -(-(part.row + part.height) // k))
+    cols = np.arange(col0, -(-(part.col + part.width) // k))
+    x, y = np.meshgrid(
+        region.left + (cols + 0.5) * k * region.resolution,
+        region.top - (rows + 0.5) * k * region.resolution,
     )
-    full = np.repeat(np.repeat(out, k, axis=0), k, axis=1)[: window.height, : window.width]
+    xs, ys = transform(region.crs, scene.grid.crs, x.ravel(), y.ravel())
+    col, row = ~scene.grid.transform * (np.asarray(xs), np.asarray(ys))
+    # Coarse cells of the scene, counted from their centres: the 2 x 2 around each point.
+    u, v = col / k - 0.5, row / k - 0.5
+    top, left = max(0, int(np.floor(v.min()))), max(0, int(np.floor(u.min())))
+    bottom = min(scene.weights.shape[0], int(np.floor(v.max())) + 2)
+    right = min(scene.weights.shape[1], int(np.floor(u.max())) + 2)
+    coarse = np.zeros(x.shape, np.float32)
+    if top < bottom and left < right:
+        # Outside the scene the weight is 0 (as at its edge), hence mode "constant".
+        coarse = map_coordinates(
+            np.asarray(scene.weights[top:bottom, left:right], np.float32),
+            [v - top, u - left],
+            order=1,
+            mode="constant",
+        ).reshape(x.shape)
+    full = np.repeat(np.repeat(coarse, k, axis=0), k, axis=1)[
+        part.row - row0 * k : part.row - row0 * k + part.height,
+        part.col - col0 * k : part.col - col0 * k + part.width,
+    ]
     return np.maximum(full, 1e-3)  # every covering scene counts a little, even at its edge
+
+
+def _tiles(part: Window) -> Iterator[Window]:
+    """The region's tiles (TIFF_BLOCK px from its origin) under ``part``, cut to it. Warps
+    go tile by tile: GDAL's approximate transformer interpolates the source coordinates
+    along each warped row between its ends, so a pixel's value would otherwise depend on
+    the block it falls in; block edges lie on tile edges."""
+    side = TIFF_BLOCK
+    for row in range(part.row // side * side, part.row + part.height, side):
+        for col in range(part.col // side * side, part.col + part.width, side):
+            top, left = max(row, part.row), max(col, part.col)
+            bottom = min(row + side, part.row + part.height)
+            right = min(col + side, part.col + part.width)
+            yield Window(top, left, bottom - top, right - left)
+
+
+def _warp_scale(scene: StoredScene) -> dict[str, float]:
+    """GDAL's warp options fixing the resampling scale: left to GDAL, it is measured on
+    each warp's window (a rotated scene's bounding box looks downsampled), so bilinear
+    would mix more or fewer source pixels depending on the block."""
+    return {"XSCALE": scene.scale, "YSCALE": scene.scale}
 
 
 def blocks_in(part: Window, side: int = BLOCK) -> Iterator[Window]:
