@@ -72,3 +72,43 @@ def test_a_plan_files_relative_paths_are_relative_to_it(tmp_path):
         tmp_path / "plans" / ".." / "enc" / "encoder.safetensors"
     ]
     assert loaded.seeds == [4]
+
+
+def test_a_network_arm_may_name_its_own_preset_and_a_bad_one_is_refused():
+    arms = {"unet": {"kind": "unet"}, "tiny": {"kind": "unet", "preset": "cpu-tiny-seg"}}
+    loaded = plan(arms=arms)
+    assert loaded.preset_of(loaded.arms["tiny"]) == "cpu-tiny-seg"
+    assert loaded.preset_of(loaded.arms["unet"]) == loaded.unet_preset
+    with pytest.raises(ConfigError, match="a rf arm has no fine-tuning preset"):
+        plan(arms={"rf": {"kind": "rf", "preset": "cpu-tiny-unet"}})
+    with pytest.raises(ConfigError, match="preset 'no-such-preset': unknown preset"):
+        plan(arms={"unet": {"kind": "unet", "preset": "no-such-preset"}})
+
+
+def test_an_arms_preset_file_is_found_beside_the_plan_and_shapes_its_runs(tmp_path):
+    from alos2fm.compare.run import network_config
+    from tests.train.conftest import make_store
+
+    make_store(tmp_path / "store", n_train=4, n_val=2, n_test=2)
+    (tmp_path / "merlin.yaml").write_text(
+        "stage: finetune\nmodel: {arch: merlin, img_size: 32}\ndecoder: merlin\n"
+        "optim: {layer_decay: null}\n"
+    )
+    (tmp_path / "p.yaml").write_text(
+        "data: store\nbudgets: ['100%']\nseeds: [0]\n"
+        "arms: {cnn: {kind: unet}, merlin: {kind: unet, preset: merlin.yaml}}\n"
+    )
+    loaded = read_plan(tmp_path / "p.yaml")
+    assert loaded.arms["merlin"].preset == str(tmp_path / "merlin.yaml")
+    configs = {
+        name: network_config(loaded, arm, tmp_path / "store", "100%", 0, None)
+        for name, arm in loaded.arms.items()
+    }
+    assert configs["merlin"].decoder == "merlin" and configs["cnn"].decoder == "unet"
+    # The resolved config is the run's identity: a preset changed under a finished run
+    # changes it, and the run is refused as for any other changed setting.
+    (tmp_path / "merlin.yaml").write_text(
+        (tmp_path / "merlin.yaml").read_text() + "merlin_weights: spotlight\n"
+    )
+    changed = network_config(loaded, loaded.arms["merlin"], tmp_path / "store", "100%", 0, None)
+    assert changed.model_dump() != configs["merlin"].model_dump()

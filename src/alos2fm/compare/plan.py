@@ -7,7 +7,8 @@ goals refer to arms by name.
 
 Arms (``kind``):
 - ``rf``: a Random Forest on multi-scale local statistics of the dB image;
-- ``unet``: a CNN encoder with a U-Net decoder (the ``unet_preset``), random init;
+- ``unet``: a CNN with a U-Net decoder (the ``unet_preset``, or the arm's own ``preset``:
+  e.g. MERLIN's U-Net at random init or from its released SAR weights);
 - ``swin``: the Swin + UPerNet of ``swin_preset``, from random init, or from ``encoder``
   (one ``encoder.safetensors``, or several, assigned round robin to the seeds: one
   pretraining run per seed rather than one encoder for all);
@@ -29,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alos2fm.data.budget import LabelBudget
-from alos2fm.train.config import ConfigError
+from alos2fm.train.config import ConfigError, read_preset
 
 ArmKind = Literal["rf", "unet", "swin", "probe"]
 NETWORKS = ("unet", "swin")
@@ -50,11 +51,21 @@ class Arm(_Frozen):
     set: dict[str, str | int | float | bool | None] = Field(
         default={}, description="finetune config overrides for this arm only"
     )
+    preset: str | None = Field(
+        default=None, description="this network arm's finetune preset (default: the plan's)"
+    )
 
     @model_validator(mode="after")
     def _fits_kind(self) -> Arm:
         if self.encoder and self.kind not in ("swin", "probe"):
             raise ValueError(f"a {self.kind} arm takes no encoder")
+        if self.preset is not None:
+            if self.kind not in NETWORKS:
+                raise ValueError(f"a {self.kind} arm has no fine-tuning preset")
+            try:  # a name of a shipped preset or a YAML file: refused now, not mid-grid
+                read_preset(self.preset)
+            except ConfigError as err:
+                raise ValueError(f"preset {self.preset!r}: {err.problem}") from None
         if self.rates and self.kind not in NETWORKS:
             raise ValueError(f"a {self.kind} arm has no learning rate to sweep")
         if any(rate <= 0 for rate in self.rates):
@@ -137,6 +148,10 @@ class ComparePlan(_Frozen):
             self._known(a, b, f"comparison {a} vs {b}")
         return self
 
+    def preset_of(self, arm: Arm) -> str:
+        """The fine-tuning preset a network arm starts from: its own, else the plan's."""
+        return arm.preset or (self.swin_preset if arm.kind == "swin" else self.unet_preset)
+
     def _known(self, a: str, b: str, what: str) -> None:
         unknown = [arm for arm in (a, b) if arm not in self.arms]
         if unknown:
@@ -174,6 +189,8 @@ def read_plan(path: Path, overrides: dict | None = None) -> ComparePlan:
         if key in tree and (base / str(tree[key])).is_file():
             tree[key] = str(base / str(tree[key]))
     for arm in (tree.get("arms") or {}).values():
+        if isinstance(arm, dict) and arm.get("preset") and (base / str(arm["preset"])).is_file():
+            arm["preset"] = str(base / str(arm["preset"]))
         if isinstance(arm, dict) and arm.get("encoder"):
             encoders = arm["encoder"] if isinstance(arm["encoder"], list) else [arm["encoder"]]
             arm["encoder"] = [str(base / e) if not Path(e).is_absolute() else e for e in encoders]

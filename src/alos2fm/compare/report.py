@@ -22,7 +22,7 @@ from alos2fm.compare.analysis import (
     score_table,
 )
 from alos2fm.compare.jobs import PREVIEW, job_folder
-from alos2fm.compare.plan import NETWORKS, ComparePlan
+from alos2fm.compare.plan import NETWORKS, Arm, ComparePlan
 from alos2fm.data.budget import LabelBudget
 
 REPORT = "report.md"
@@ -152,12 +152,21 @@ def write_report(
 def _arms_table(plan: ComparePlan) -> str:
     rows = []
     for name, arm in plan.arms.items():
-        preset = {"swin": plan.swin_preset, "unet": plan.unet_preset}.get(arm.kind, "")
+        preset = plan.preset_of(arm) if arm.kind in NETWORKS else ""
         encoders = ", ".join(f"`{Path(e).parent.name}`" for e in arm.encoder) or "random init"
+        if arm.kind in NETWORKS and (weights := _merlin_weights(plan, arm)) != "none":
+            encoders = f"MERLIN `{Path(weights).name}`"
         if arm.kind == "rf":
             encoders = "local statistics"
         rows.append({"arm": name, "kind": arm.kind, "preset": preset, "initialisation": encoders})
     return _markdown(pd.DataFrame(rows))
+
+
+def _merlin_weights(plan: ComparePlan, arm: Arm) -> str:
+    """The MERLIN weights a network arm starts from ("none": random init or not MERLIN)."""
+    from alos2fm.compare.run import arm_defaults
+
+    return arm_defaults(plan, arm).merlin_weights
 
 
 def _labels_section(results: pd.DataFrame, plan: ComparePlan) -> list[str]:

@@ -121,7 +121,7 @@ def network_config(
     from alos2fm.data.store import read_stats
     from alos2fm.train.config import resolve_config
 
-    preset = plan.swin_preset if arm.kind == "swin" else plan.unet_preset
+    preset = plan.preset_of(arm)
     fixed: dict[str, Any] = {
         "model.in_chans": len(read_stats(data)["bands"]),
         "data.label_budget": budget,
@@ -219,13 +219,19 @@ def tuning_plan(plan: ComparePlan, out: Path, threads: int) -> list[Job]:
     return jobs
 
 
-def _preset_rate(plan: ComparePlan, arm: Arm) -> float:
+def arm_defaults(plan: ComparePlan, arm: Arm) -> Any:
+    """A network arm's preset with the plan's and the arm's overrides: its settings before
+    what each run fixes (bands, budget, seed, rate)."""
     from alos2fm.train.config import resolve_config
 
-    preset = plan.swin_preset if arm.kind == "swin" else plan.unet_preset
     overrides = {**plan.set, **arm.set}
-    cfg = resolve_config("finetune", preset, [f"{k}={_text(v)}" for k, v in overrides.items()])
-    return float(cfg.optim.base_lr)
+    return resolve_config(
+        "finetune", plan.preset_of(arm), [f"{k}={_text(v)}" for k, v in overrides.items()]
+    )
+
+
+def _preset_rate(plan: ComparePlan, arm: Arm) -> float:
+    return float(arm_defaults(plan, arm).optim.base_lr)
 
 
 def choose_rates(plan: ComparePlan, tuning: pd.DataFrame) -> pd.DataFrame:

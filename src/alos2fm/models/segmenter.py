@@ -131,7 +131,8 @@ def build_segmenter(spec: Mapping[str, Any]) -> nn.Module:
     ``spec``: ``{"encoder": <create_encoder arguments, see backbones.resolve_encoder_config>,
     "num_classes": K, "decoder_channels": 256, "decoder": "upernet"}`` (``decoder_channels``
     and ``decoder`` optional; ``authors_upernet`` is the released ALOS-2 segmenter's head,
-    ``unet`` a CNN encoder with a U-Net decoder, see ``alos2fm.models.cnn_unet``).
+    ``unet`` a CNN encoder with a U-Net decoder, see ``alos2fm.models.cnn_unet``; ``merlin``
+    MERLIN's despeckling U-Net with a segmentation head, see ``alos2fm.models.merlin``).
     """
     kind = spec.get("decoder", "upernet")
     if kind == "unet":  # a CNN builds its own encoder (timm features_only)
@@ -142,6 +143,10 @@ def build_segmenter(spec: Mapping[str, Any]) -> nn.Module:
             num_classes=int(spec["num_classes"]),
             decoder_channels=int(spec.get("decoder_channels", 256)),
         )
+    if kind == "merlin":  # one network, no separate encoder; weights loaded by the caller
+        from alos2fm.models.merlin import MerlinUnet
+
+        return MerlinUnet(int(spec["num_classes"]), int(spec["encoder"].get("in_chans", 1)))
     if kind not in DECODERS:
         raise WeightsError(f"unknown decoder {kind!r}", hint=f"use one of {sorted(DECODERS)}")
     return DECODERS[kind](

@@ -299,6 +299,11 @@ class LossConfig(_Frozen):
     class_weights: Literal["stats", "none"] | tuple[float, ...] = "stats"
 
 
+# The MERLIN weights deepdespeckling ships (their files: alos2fm.models.merlin, which
+# imports torch; named here so that a typo fails with the config).
+MERLIN_RELEASES = ("stripmap", "spotlight", "sentinel_tops")
+
+
 class FinetuneConfig(_Frozen):
     """Segmentation with UPerNet on the (pretrained) encoder, paper recipe as defaults."""
 
@@ -307,7 +312,14 @@ class FinetuneConfig(_Frozen):
     model: EncoderConfig = EncoderConfig(drop_path_rate=0.1)
     # authors_upernet: the released ALOS-2 segmenter's head; unet: with a CNN encoder
     # (model.arch resnet18, resnet34, convnext_atto, ...), the supervised reference.
-    decoder: Literal["upernet", "authors_upernet", "unet"] = "upernet"
+    # merlin: MERLIN's despeckling U-Net with a segmentation head (model.arch merlin, one
+    # band), at random init or from released weights (merlin_weights).
+    decoder: Literal["upernet", "authors_upernet", "unet", "merlin"] = "upernet"
+    merlin_weights: str = Field(
+        "none",
+        description="decoder=merlin: stripmap, spotlight, sentinel_tops (deepdespeckling's "
+        "released weights), a .pth state dict, or none (the same layers at random init)",
+    )
     decoder_channels: int = Field(256, ge=8)  # UPerNet fusion width (the paper's: 256)
     loss: LossConfig = LossConfig()
     # A pretrained encoder expects inputs standardised as in pretraining (without one: stats).
@@ -320,6 +332,33 @@ class FinetuneConfig(_Frozen):
     # Clipping by default: fine-tuning starts from a random decoder whose first gradients
     # can be large enough to wreck a pretrained encoder.
     trainer: TrainerConfig = TrainerConfig(gradient_clip_val=1.0)
+
+    @model_validator(mode="after")
+    def _merlin_fits(self) -> FinetuneConfig:
+        merlin = self.decoder == "merlin"
+        if merlin != (self.model.arch == "merlin"):
+            raise ValueError("model.arch merlin and decoder merlin go together: set both")
+        if not merlin:
+            if self.merlin_weights != "none":
+                raise ValueError("merlin_weights applies to decoder=merlin only")
+            return self
+        names = [*MERLIN_RELEASES, "none"]
+        if self.merlin_weights not in names and not self.merlin_weights.endswith(".pth"):
+            raise ValueError(
+                f"merlin_weights {self.merlin_weights!r} is none of {names} nor a .pth path"
+            )
+        if self.model.in_chans != 1:
+            raise ValueError(
+                f"MERLIN takes one band (it was trained on single-channel SAR); the model has "
+                f"model.in_chans={self.model.in_chans}: prepare a single-band dataset "
+                "(e.g. --bands HH)"
+            )
+        if self.optim.layer_decay is not None:
+            # Layer ids are numbered for Swin/ViT blocks; MERLIN has none to number.
+            raise ValueError(
+                "decoder merlin has no layer-wise LR decay: set optim.layer_decay=null"
+            )
+        return self
 
     @model_validator(mode="after")
     def _validates_within_the_budget(self) -> FinetuneConfig:

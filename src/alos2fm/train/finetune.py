@@ -30,7 +30,7 @@ from alos2fm.evaluation.metrics import ConfusionMatrix, segmentation_scores
 from alos2fm.outputs import claim_folder
 from alos2fm.threads import Threads, apply_threads
 from alos2fm.train.augment import augment, sampling_cannot_act
-from alos2fm.train.config import FinetuneConfig, save_config
+from alos2fm.train.config import ConfigError, FinetuneConfig, save_config
 from alos2fm.train.data import Normalisation, PatchDataModule, dataset_record
 from alos2fm.train.engine import (
     CHECKPOINTS,
@@ -280,9 +280,22 @@ def _finetune(
     if meta is not None:
         check_encoder_fits(meta, cfg, dm.normalisation.bands, encoder)
     normalisation = finetune_normalisation(cfg, dm.normalisation, meta)
+    merlin = cfg.merlin_weights != "none"
+    if merlin and encoder is not None:
+        raise ConfigError(
+            "an encoder.safetensors and merlin_weights both initialise the model",
+            encoder,
+            "give one: MERLIN's weights come from merlin_weights",
+        )
     module = FinetuneModule.from_config(
-        cfg, normalisation, dm.stats, dm.root, pretrained=encoder is not None
+        cfg, normalisation, dm.stats, dm.root, pretrained=encoder is not None or merlin
     )
+    if merlin and last is None:  # a resumed run's weights come from its checkpoint
+        from alos2fm.models.merlin import load_merlin_weights
+
+        merlin_report = load_merlin_weights(module.segmenter, cfg.merlin_weights)
+        log.info(merlin_report.summary())
+        (out / "encoder_load.txt").write_text(merlin_report.summary() + "\n")
     if encoder is not None and last is None:
         report = load_encoder_weights(module.segmenter, encoder)
         (out / "encoder_load.txt").write_text(report.summary() + "\n")

@@ -54,7 +54,20 @@ def finetune_normalisation(
     cfg: FinetuneConfig, dataset: Normalisation, meta: dict[str, Any] | None
 ) -> Normalisation:
     """``encoder``: the pretrained encoder's statistics when it has them, else the dataset's
-    (``dataset`` already holds what ``stats`` or ``paper`` ask for)."""
+    (``dataset`` already holds what ``stats`` or ``paper`` ask for). Pretrained MERLIN
+    weights have theirs too: its scale of ln-amplitude, centred on the dataset's mean
+    (``alos2fm.models.merlin``); its random-init control arm, like any random network,
+    takes the dataset's."""
+    if cfg.data.normalisation == "encoder" and cfg.merlin_weights != "none":
+        from alos2fm.models.merlin import merlin_db_standardisation
+
+        if len(dataset.bands) != 1:
+            raise DataError(
+                f"MERLIN takes one band; this dataset has {list(dataset.bands)}",
+                hint="prepare a single-band dataset (e.g. --bands HH)",
+            )
+        mean_db, std_db = merlin_db_standardisation(cfg.merlin_weights, dataset.mean_db[0])
+        return Normalisation(dataset.bands, (mean_db,), (std_db,))
     own = encoder_statistics(meta)
     if cfg.data.normalisation != "encoder" or own is None:
         return dataset
