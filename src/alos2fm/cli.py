@@ -912,7 +912,7 @@ def map_region(
         int | None,
         typer.Option(
             "--file-side",
-            help="Largest map file side, px (a multiple of 256); beyond it: tiles + VRT.",
+            help="Largest map file side, px (a multiple of 1024); beyond it: tiles + VRT.",
         ),
     ] = None,
     workers: Annotated[

@@ -15,7 +15,7 @@ import torch
 from affine import Affine
 
 from alos2fm.evaluation import predict
-from alos2fm.evaluation.region import map_config, run_map
+from alos2fm.evaluation.region import map_config, mosaic, run_map
 from alos2fm.evaluation.region.scenes import _model
 from tests.evaluation.test_predict import MEAN_DB, Pointwise, _meta, _scene
 from tests.products.rasters import write_tif
@@ -130,11 +130,16 @@ def test_scenes_in_two_utm_zones_share_the_equal_area_grid(pointwise, tmp_path):
     assert tags["CHECKPOINT"].startswith("pointwise.ckpt sha256:")
 
 
-def test_the_block_layout_leaves_no_trace_where_warped_scenes_disagree(pointwise, tmp_path):
+def test_the_block_layout_leaves_no_trace_where_warped_scenes_disagree(
+    pointwise, tmp_path, monkeypatch
+):
     """Blocks bound the memory, nothing else: three overlapping scenes that disagree, none
     on the region's pixels (two UTM zones onto the equal-area plane, one rotated), fused in
-    one block or in blocks of 256 px (file tiles), give the same classes and confidences."""
+    one block or in blocks of 256 px (file tiles), give the same classes and confidences.
+    Warp tiles of 256 px (1024 in use) make a small region show it."""
     import math
+
+    monkeypatch.setattr(mosaic, "WARP_TILE", 256)
 
     from rasterio.warp import transform
 
@@ -183,7 +188,8 @@ def test_a_rerun_reuses_finished_scenes_by_identity(pointwise, tmp_path):
     assert csv[0].startswith("name,product,status,seconds,valid_pixels,mean_confidence")
 
 
-def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path):
+def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path, monkeypatch):
+    monkeypatch.setattr(mosaic, "WARP_TILE", 256)  # file tiles of 256 px on a small region
     db = _scene(300, 600)
     product = _crop(tmp_path, "big", db, 0, 600)
     whole = _map([product], pointwise, tmp_path / "whole")
@@ -266,9 +272,9 @@ def test_map_refuses_a_product_of_other_bands_before_writing(pointwise, tmp_path
 
 
 def test_a_file_side_off_the_warp_tiles_is_refused(tmp_path):
-    """File edges must fall on the 256-px tiles the fuse warps by, or they could change
+    """File edges must fall on the 1024-px tiles the fuse warps by, or they could change
     pixels; the setting says so before anything runs."""
     options = {"products": [tmp_path / "a.tif"], "checkpoint": tmp_path / "c.ckpt"}
-    with pytest.raises(Exception, match="file_side.*multiple of 256"):
-        map_config(**options, out=tmp_path / "out", file_side=300)
-    assert map_config(**options, out=tmp_path / "out", file_side=512).file_side == 512
+    with pytest.raises(Exception, match="file_side.*multiple of 1024"):
+        map_config(**options, out=tmp_path / "out", file_side=1536)
+    assert map_config(**options, out=tmp_path / "out", file_side=2048).file_side == 2048

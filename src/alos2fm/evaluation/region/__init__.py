@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from alos2fm.atomic import atomic_path
 from alos2fm.errors import DataError, validation_problems
+from alos2fm.evaluation.region import mosaic
 from alos2fm.evaluation.region.grid import RegionGrid, region_grid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
 from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene
@@ -65,9 +66,8 @@ class MapConfig(BaseModel):
     kind: str | None = None
     nodata: float | None = None
     edge_px: int | None = Field(None, ge=1)  # scene pixels over which weights rise to 1
-    # Pixels; a larger region is split into file tiles. A multiple of the 256-px tile the
-    # fuse warps by, so that no file edge changes a pixel.
-    file_side: int = Field(40960, ge=256, multiple_of=256)
+    # Pixels; a larger region is split into file tiles (checked below).
+    file_side: int = Field(40960, ge=256)
     workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
     overwrite: bool = False
@@ -75,6 +75,16 @@ class MapConfig(BaseModel):
     # alos2fm.threads: auto shares this machine's cores among the local workers (a Dask
     # worker resolves auto on its own machine); config.yaml records the number.
     threads: Annotated[int, Field(ge=1)] | Literal["auto"] = "auto"
+
+    @field_validator("file_side")
+    @classmethod
+    def _on_warp_tiles(cls, side: int) -> int:
+        if side % mosaic.WARP_TILE:
+            raise ValueError(
+                f"must be a multiple of {mosaic.WARP_TILE} px, the tiles the fuse warps by "
+                "(another edge could change pixels along it)"
+            )
+        return side
 
 
 @dataclass(frozen=True)

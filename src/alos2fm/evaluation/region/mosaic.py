@@ -21,11 +21,14 @@ import numpy as np
 
 from alos2fm.evaluation.region.grid import RegionGrid, finest_pixel, scene_bounds
 from alos2fm.evaluation.region.scenes import NO_DATA
-from alos2fm.evaluation.region.writing import TIFF_BLOCK
 from alos2fm.products.base import RasterGrid, Window
 
-BLOCK = 1024  # region pixels fused at a time (a multiple of the GeoTIFF's 256 px tiles,
-# which the warps follow; a block at the end of a part may be up to a quarter longer)
+BLOCK = 1024  # region pixels fused at a time (a multiple of WARP_TILE; a block at the end
+# of a part may be up to a quarter longer)
+# Scenes are warped in tiles of this side counted from the region's origin (see _tiles):
+# block and file edges lie on their edges, so no layout changes a pixel. Larger tiles, fewer
+# GDAL calls: at 256 px, their overhead made the fuse cost as much as the predictions.
+WARP_TILE = 1024
 
 
 @dataclass
@@ -282,11 +285,11 @@ def _warped_weights(scene: StoredScene, region: RegionGrid, part: Window) -> np.
 
 
 def _tiles(part: Window) -> Iterator[Window]:
-    """The region's tiles (TIFF_BLOCK px from its origin) under ``part``, cut to it. Warps
+    """The region's tiles (WARP_TILE px from its origin) under ``part``, cut to it. Warps
     go tile by tile: GDAL's approximate transformer interpolates the source coordinates
     along each warped row between its ends, so a pixel's value would otherwise depend on
     the block it falls in; block edges lie on tile edges."""
-    side = TIFF_BLOCK
+    side = WARP_TILE
     for row in range(part.row // side * side, part.row + part.height, side):
         for col in range(part.col // side * side, part.col + part.width, side):
             top, left = max(row, part.row), max(col, part.col)
