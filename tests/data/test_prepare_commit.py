@@ -107,6 +107,20 @@ def test_unlabelled_patches_are_written_once_and_moved_whole(scene, tmp_path, wr
     assert _patch_files(out / STAGING) == []
 
 
+def test_a_last_partial_shard_is_moved_too(tmp_path_factory, tmp_path, written):
+    # 45 x 45 = 2025 windows: 7 full shards and one of 233, the last task's last, which
+    # becomes the dataset's last shard as it is (only the last shard may be partial).
+    scene = write_synthetic_scene(tmp_path_factory.mktemp("scene720"), size=720, seed=3)
+    out = tmp_path / "ds"
+    result = run_prepare(_config(scene, out, split_fractions="1,0,0"))
+    assert result.patches == 45 * 45
+    assert written == {"images": result.patches, "labels": 0}  # none copied
+    assert _patch_files(out / STAGING) == []
+    final = _patch_files(out / store.IMAGES)
+    assert len(final) == 8 and all(p.stat().st_nlink == 1 for p in final)
+    _matches_the_product(out, scene, every=41)
+
+
 def test_other_balancing_reuses_the_cut_scene_and_equals_a_fresh_run(scene, tmp_path):
     out, fresh = tmp_path / "ds", tmp_path / "fresh"
     # Every window kept at first: patches without labels too, one split.

@@ -296,9 +296,9 @@ def shard_files(root: str | Path, shard: int) -> list[Path]:
 
 def link_shard(source: str | Path, source_shard: int, root: str | Path, shard: int) -> None:
     """Make shard ``source_shard`` of the store at ``source`` shard ``shard`` of the store at
-    ``root`` (same format and shard size, a full shard) without rewriting it: a hard link,
-    so the source keeps its file until its owner removes it (a failed run loses nothing);
-    a copy where the file system has no hard links."""
+    ``root`` (same format and shard size; a full shard, or the store's last) without
+    rewriting it: a hard link, so the source keeps its file until its owner removes it (a
+    failed run loses nothing); a copy where the file system has no hard links."""
     import shutil
 
     for src, dst in zip(shard_files(source, source_shard), shard_files(root, shard), strict=True):

@@ -91,7 +91,8 @@ def assemble(
     # given, has already said where each patch goes.
     if not cfg.split_map:
         chosen["split"] = split_patches(chosen, cfg.split, patch_size=cfg.patch_size, seed=cfg.seed)
-    layout = plan(chosen[chosen["split"] != BUFFER], previous)
+    kept = {str(r.staging): r.kept for r in results}
+    layout = plan(chosen[chosen["split"] != BUFFER], previous, kept)
     chosen = layout.chosen
 
     partial.mkdir(parents=True)

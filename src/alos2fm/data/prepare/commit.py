@@ -7,8 +7,10 @@ task, position in the task): a staged shard whose patches are all chosen becomes
 shard of the dataset as it is (``store.link_shard``: a hard link, no byte rewritten); the
 chosen patches of any other staged shard (a task's last, partial one, or one that
 balancing or the split buffer thinned) queue up, and every ``SHARD_PATCHES`` queued
-patches are copied into the next shard; the remainder makes the last one. Every shard but
-the last is therefore full, as the format needs, and ``index.parquet`` follows the same
+patches are copied into the next shard; the remainder makes the last one. A task's last,
+partial staged shard, whole and in order, is taken as it is too where it comes last with
+nothing queued: the dataset's last shard. Every shard but the last is therefore full, as
+the format needs, and ``index.parquet`` follows the same
 order (row i describes patch i), as do the statistics (summed from the chosen rows).
 
 **After the commit** (:func:`release_staged`), a staged shard file all of whose patches
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,8 +121,9 @@ class Layout:
     copies: dict[int, list[Source]]  # dataset shard -> its patches, copied
 
 
-def plan(chosen: pd.DataFrame, previous: Previous) -> Layout:
-    """The dataset's order and where each of its shards comes from (see the module)."""
+def plan(chosen: pd.DataFrame, previous: Previous, kept: Mapping[str, int]) -> Layout:
+    """The dataset's order and where each of its shards comes from (see the module);
+    ``kept``: the patches each task staged, by staging folder."""
     chosen = chosen.sort_values(["scene", "staging", "staged_at"], kind="stable")
     chosen = chosen.reset_index(drop=True)
     shard_of = (chosen["staged_at"] // SHARD).to_numpy()
@@ -136,9 +139,12 @@ def plan(chosen: pd.DataFrame, previous: Previous) -> Layout:
     copies: dict[int, list[Source]] = {}
     queue: list[int] = []
     groups = chosen.groupby([chosen["staging"], shard_of], sort=False).indices
-    for rows in groups.values():
+    for n, rows in enumerate(groups.values()):
         rows = list(rows)
-        whole = _whole_shard([sources[r] for r in rows])
+        # Only the dataset's last shard may be partial: a staged shard of fewer patches
+        # (a task's last) is taken whole where it comes last and nothing is queued.
+        last = n == len(groups) - 1 and not queue
+        whole = _whole_shard([sources[r] for r in rows], kept if last else {})
         if whole is not None:
             moves[len(order) // SHARD] = whole
             order += rows
@@ -156,10 +162,12 @@ def plan(chosen: pd.DataFrame, previous: Previous) -> Layout:
     return Layout(chosen, moves, copies)
 
 
-def _whole_shard(sources: list[Source]) -> Source | None:
-    """(store folder, shard) if ``sources`` are one full shard of one store, in order."""
+def _whole_shard(sources: list[Source], kept: Mapping[str, int]) -> Source | None:
+    """(store folder, shard) if ``sources`` are one whole shard of one store, in order: a
+    full one, or the last of a task's staging that holds ``kept[folder]`` patches."""
     folder, first = sources[0]
-    if len(sources) != SHARD or first % SHARD:
+    size = _shard_size(kept[folder], first // SHARD) if folder in kept else SHARD
+    if len(sources) != size or first % SHARD:
         return None
     if any(f != folder or at != first + n for n, (f, at) in enumerate(sources)):
         return None
