@@ -86,3 +86,22 @@ def test_safetensors_hold_the_weights_and_the_metadata(checkpoint, tmp_path: Pat
         stored = json.loads(f.metadata()["alos2fm"])
     assert InferenceMeta.from_hparams(stored) == META
     assert sorted(p.name for p in folder.iterdir()) == ["segmenter.safetensors"]  # no partials
+
+
+def test_a_cnn_segmenter_exports_without_a_timm_encoder_folder(tmp_path: Path) -> None:
+    """MERLIN's U-Net has no timm encoder to put in the hub layout: the export says so and
+    writes the segmenter's files only (it used to fail looking for ``model.encoder``)."""
+    from alos2fm.evaluation.export import export_checkpoint_encoder
+
+    config = {"encoder": {"arch": "merlin", "in_chans": 1}, "num_classes": 3, "decoder": "merlin"}
+    model = build_segmenter(config).eval()
+    meta = InferenceMeta(**{**META.__dict__, "model": config})
+    path = save_inference_checkpoint(model, meta, tmp_path / "best.ckpt")
+    loaded, loaded_meta = load_segmenter_for_inference(path)
+    assert export_checkpoint_encoder(loaded, loaded_meta, path, tmp_path / "out") == ()
+    export_safetensors(loaded, loaded_meta, tmp_path / "segmenter.safetensors")
+    rebuilt = build_segmenter(config)
+    rebuilt.load_state_dict(load_file(tmp_path / "segmenter.safetensors"))
+    tiles = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt.eval()(tiles), model(tiles))

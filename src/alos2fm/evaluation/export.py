@@ -99,7 +99,8 @@ def export_checkpoint_encoder(
     model: Segmenter, meta: InferenceMeta, checkpoint: Path, out_dir: Path
 ) -> tuple[Path, ...]:
     """The segmenter's encoder in the hub layout, with the card of the whole export."""
-    if meta.model.get("decoder") == "unet":  # a timm features_only CNN, not a hub model
+    # A timm features_only CNN (unet) or MERLIN's U-Net (merlin): no timm hub model.
+    if meta.model.get("decoder") in ("unet", "merlin"):
         log.warning(
             "%s: a CNN encoder has no timm hub export; ONNX and safetensors only", checkpoint
         )
