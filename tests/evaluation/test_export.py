@@ -77,11 +77,7 @@ def test_safetensors_hold_the_weights_and_the_metadata(checkpoint, tmp_path: Pat
     loaded, meta = load_segmenter_for_inference(path)
     folder = tmp_path
     export_safetensors(loaded, meta, folder / "segmenter.safetensors")
-    rebuilt = build_segmenter(TINY_SEGMENTER)
-    rebuilt.load_state_dict(load_file(folder / "segmenter.safetensors"))
-    tiles = torch.randn(2, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(rebuilt.eval()(tiles), model(tiles))
+    _rebuilds(TINY_SEGMENTER, folder / "segmenter.safetensors", model)
     with safe_open(folder / "segmenter.safetensors", "pt") as f:
         stored = json.loads(f.metadata()["alos2fm"])
     assert InferenceMeta.from_hparams(stored) == META
@@ -100,8 +96,13 @@ def test_a_cnn_segmenter_exports_without_a_timm_encoder_folder(tmp_path: Path) -
     loaded, loaded_meta = load_segmenter_for_inference(path)
     assert export_checkpoint_encoder(loaded, loaded_meta, path, tmp_path / "out") == ()
     export_safetensors(loaded, loaded_meta, tmp_path / "segmenter.safetensors")
+    _rebuilds(config, tmp_path / "segmenter.safetensors", model)
+
+
+def _rebuilds(config: dict, weights: Path, model: torch.nn.Module) -> None:
+    """A segmenter built from ``config`` with the exported ``weights`` computes ``model``."""
     rebuilt = build_segmenter(config)
-    rebuilt.load_state_dict(load_file(tmp_path / "segmenter.safetensors"))
+    rebuilt.load_state_dict(load_file(weights))
     tiles = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(tiles), model(tiles))

@@ -7,6 +7,7 @@ import torch
 
 from alos2fm.models.cnn_unet import CnnUnet, create_cnn_encoder
 from alos2fm.models.segmenter import build_segmenter
+from tests.tiny_models import fit_block_labels
 
 
 @pytest.mark.parametrize(
@@ -35,17 +36,5 @@ def test_unet_maps_every_pixel_and_rebuilds_from_its_checkpoint_spec():
 def test_unet_overfits_one_batch():
     torch.manual_seed(0)
     model = CnnUnet({"arch": "resnet18", "in_chans": 1}, num_classes=2, decoder_channels=32)
-    blocks = torch.randint(0, 2, (4, 4, 4))
-    label = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)  # 8-px blocks of 2 classes
-    image = (2.0 * label - 1.0).unsqueeze(1) + 0.5 * torch.randn(4, 1, 32, 32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    losses = []
-    for _ in range(40):
-        loss = torch.nn.functional.cross_entropy(model(image), label)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    model.eval()
-    accuracy = (model(image).argmax(1) == label).float().mean().item()
-    assert losses[-1] < 0.3 * losses[0] and accuracy > 0.9
+    first, last, accuracy = fit_block_labels(model, lr=1e-2, steps=40)
+    assert last < 0.3 * first and accuracy > 0.9

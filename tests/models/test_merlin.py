@@ -19,6 +19,7 @@ from alos2fm.models.merlin import (
 from alos2fm.models.segmenter import WeightsError, build_segmenter
 from alos2fm.train.config import MERLIN_RELEASES, ConfigError, resolve_config
 from alos2fm.train.data import Normalisation
+from tests.tiny_models import fit_block_labels
 
 installed = pytest.mark.skipif(
     importlib.util.find_spec("deepdespeckling") is None,
@@ -179,16 +180,5 @@ def test_with_merlins_own_head_our_layers_despeckle_as_merlin_does(tmp_path, sou
 def test_merlin_overfits_one_batch():
     torch.manual_seed(0)
     model = MerlinUnet(num_classes=2)
-    blocks = torch.randint(0, 2, (4, 4, 4))
-    label = blocks.repeat_interleave(8, 1).repeat_interleave(8, 2)  # 8-px blocks of 2 classes
-    image = (2.0 * label - 1.0).unsqueeze(1) + 0.5 * torch.randn(4, 1, 32, 32)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    losses = []
-    for _ in range(60):
-        loss = F.cross_entropy(model(image), label)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    accuracy = (model(image).argmax(1) == label).float().mean().item()
-    assert losses[-1] < 0.3 * losses[0] and accuracy > 0.9, (losses[0], losses[-1], accuracy)
+    first, last, accuracy = fit_block_labels(model, lr=1e-3, steps=60)
+    assert last < 0.3 * first and accuracy > 0.9, (first, last, accuracy)
