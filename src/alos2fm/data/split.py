@@ -66,6 +66,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alos2fm.errors import DataError
+from alos2fm.geodesy import equal_area_plane, mean_direction
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,7 @@ def _equal_area_frame(index: pd.DataFrame, patch_size: int) -> _Frame:
     crs = index["crs"].astype(str).to_numpy()
 
     lon, lat = _reproject(crs, xs.mean(axis=1, keepdims=True), ys.mean(axis=1, keepdims=True))
-    lat0, lon0 = _mean_direction(lon.ravel(), lat.ravel())
+    lat0, lon0 = mean_direction(lon.ravel(), lat.ravel())
     plane = equal_area_plane(lon.ravel(), lat.ravel())
     px, py = _reproject(crs, xs, ys, plane)
 
@@ -252,29 +253,6 @@ def _reproject(
         out_x[rows] = np.reshape(tx, (-1, xs.shape[1]))
         out_y[rows] = np.reshape(ty, (-1, ys.shape[1]))
     return out_x, out_y
-
-
-def equal_area_plane(lon: np.ndarray, lat: np.ndarray) -> str:
-    """The Lambert azimuthal equal-area plane centred on the points (whole degrees), as a
-    PROJ string: the split's frame, and the default grid of a region's map."""
-    lat0, lon0 = _mean_direction(lon, lat)
-    return f"+proj=laea +lat_0={lat0:g} +lon_0={lon0:g} +datum=WGS84 +units=m +no_defs"
-
-
-def _mean_direction(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
-    """(lat, lon) of the mean unit vector of the points, rounded to whole degrees.
-
-    A vector mean, not a mean of longitudes, so that data across the antimeridian are
-    centred where they lie. Rounding makes the plane independent of the order in which
-    the patches are summed, and easy to state in the log.
-    """
-    lon_r, lat_r = np.radians(lon), np.radians(lat)
-    x = (np.cos(lat_r) * np.cos(lon_r)).sum()
-    y = (np.cos(lat_r) * np.sin(lon_r)).sum()
-    z = np.sin(lat_r).sum()
-    lat0 = round(math.degrees(math.atan2(z, math.hypot(x, y))))
-    lon0 = round(math.degrees(math.atan2(y, x)))
-    return float(lat0), float(lon0)
 
 
 def _adapted_block_size(frame: _Frame, config: SplitConfig) -> float:

@@ -68,7 +68,7 @@ def equal_area_crs(grids: list[RasterGrid]) -> str:
     """The equal-area plane of the dataset split, centred on these scenes."""
     from rasterio.warp import transform
 
-    from alos2fm.data.split import equal_area_plane
+    from alos2fm.geodesy import equal_area_plane
 
     lon, lat = [], []
     for grid in grids:
