@@ -16,7 +16,7 @@ from affine import Affine
 
 from alos2fm.evaluation import predict
 from alos2fm.evaluation.region import map_config, mosaic, run_map
-from alos2fm.evaluation.region.scenes import _model
+from alos2fm.evaluation.region.scenes import _cached_model, scene_model
 from tests.evaluation.test_predict import MEAN_DB, Pointwise, _meta, _scene
 from tests.products.rasters import write_tif
 
@@ -39,11 +39,11 @@ def pointwise(monkeypatch, tmp_path):
         return Pointwise().eval(), meta
 
     monkeypatch.setattr(predict, "load_segmenter_for_inference", load)
-    _model.cache_clear()
+    _cached_model.cache_clear()
     checkpoint = tmp_path / "pointwise.ckpt"
     checkpoint.write_bytes(b"model 1")
     yield checkpoint
-    _model.cache_clear()
+    _cached_model.cache_clear()
 
 
 def _map(products, checkpoint, out, **options):
@@ -182,7 +182,6 @@ def test_a_rerun_reuses_finished_scenes_by_identity(pointwise, tmp_path):
     assert [s.status for s in again.scenes] == ["reused", "mapped"]
     np.testing.assert_array_equal(_read(again.map_path)[0], _read(first.map_path)[0])
     pointwise.write_bytes(b"model 2")  # another checkpoint: nothing is reused
-    _model.cache_clear()
     assert [s.status for s in _map([a, b], pointwise, out).scenes] == ["mapped", "mapped"]
     csv = (out / "scenes.csv").read_text().splitlines()
     assert csv[0].startswith("name,product,status,seconds,valid_pixels,mean_confidence")
@@ -278,3 +277,22 @@ def test_a_file_side_off_the_warp_tiles_is_refused(tmp_path):
     with pytest.raises(Exception, match="file_side.*multiple of 1024"):
         map_config(**options, out=tmp_path / "out", file_side=1536)
     assert map_config(**options, out=tmp_path / "out", file_side=2048).file_side == 2048
+
+
+def test_a_checkpoint_replaced_at_the_same_path_is_loaded_again(tmp_path, monkeypatch) -> None:
+    """A long-lived process (a Dask worker) must not map with a model it loaded earlier
+    from a file that has since been replaced."""
+    loads = []
+    monkeypatch.setattr(
+        predict, "load_segmenter_for_inference", lambda path, device: loads.append(path) or loads
+    )
+    _cached_model.cache_clear()
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"model 1")
+    scene_model(str(checkpoint), "cpu")
+    scene_model(str(checkpoint), "cpu")
+    assert len(loads) == 1  # loaded once per process
+    checkpoint.write_bytes(b"model 2 (retrained)")
+    scene_model(str(checkpoint), "cpu")
+    assert len(loads) == 2
+    _cached_model.cache_clear()

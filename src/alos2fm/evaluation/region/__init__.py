@@ -36,7 +36,7 @@ from alos2fm.errors import DataError, validation_problems
 from alos2fm.evaluation.region import mosaic
 from alos2fm.evaluation.region.grid import RegionGrid, region_grid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
-from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene
+from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene, scene_model
 from alos2fm.products.naming import scene_names
 from alos2fm.threads import resolve_threads
 
@@ -164,10 +164,12 @@ def run_map(cfg: MapConfig) -> MapResult:
 def _check_inputs(cfg: MapConfig) -> tuple[Any, list[Any]]:
     """Load the checkpoint and open every product before anything is written; the grids
     of the products as the model sees them (after the training data's multilook)."""
-    from alos2fm.evaluation.predict import load_segmenter_for_inference, open_for_model
+    from alos2fm.evaluation.predict import open_for_model
 
     scene_names(cfg.products)  # the same product twice is refused before any work
-    _, meta = load_segmenter_for_inference(cfg.checkpoint, "cpu")
+    # On the CPU whatever the device: this process may have no GPU (a cluster's client).
+    # Scenes mapped here on the CPU reuse it.
+    _, meta = scene_model(str(cfg.checkpoint), "cpu")
     grids = []
     for path in cfg.products:
         product, source = open_for_model(
@@ -240,7 +242,7 @@ def _write_region(
     """Fuse the region block by block into the map and confidence files (one COG each, or
     COG tiles under a VRT), then their class names, style and quicklook."""
     from alos2fm.evaluation.gis import write_class_sidecars
-    from alos2fm.evaluation.predict import write_quicklook
+    from alos2fm.evaluation.quicklook import write_map_quicklook
     from alos2fm.evaluation.region.writing import FusedWriter, write_vrt
 
     partial = cfg.out / ".mosaic.partial"
@@ -274,7 +276,7 @@ def _write_region(
             os.replace(written[kind][0], outputs[kind])
     shutil.rmtree(partial, ignore_errors=True)
     write_class_sidecars(outputs[MAP], names, colours)
-    write_quicklook(outputs[MAP], meta)
+    write_map_quicklook(outputs[MAP], names, colours)
     return outputs[MAP], outputs[CONFIDENCE]
 
 

@@ -102,7 +102,7 @@ def _predict_into(task: SceneTask, folder: Path, started: float) -> SceneResult:
 
     from alos2fm.evaluation.predict import open_for_model, probability_strips, resolve_tiling
 
-    model, meta = _model(str(task.checkpoint), task.device)
+    model, meta = scene_model(str(task.checkpoint), task.device)
     # run_map checked every product's backscatter before dispatching the scenes.
     options = {"kind": task.kind, "nodata": task.nodata, "validate": False}
     product, source = open_for_model(task.product, meta, task.checkpoint, **options)
@@ -182,9 +182,17 @@ def edge_weights(coarse_valid: np.ndarray, edge_px: int) -> np.ndarray:
     return np.where(inside[1:-1, 1:-1], ramp, 0.0).astype(np.float32)
 
 
+def scene_model(checkpoint: str, device: str) -> tuple[Any, Any]:
+    """The model and its metadata, loaded once per process: a Dask worker maps many
+    scenes, and ``map`` itself checks the checkpoint before mapping them. Keyed by the
+    file's size and time too: a checkpoint replaced at the same path (a long-lived worker,
+    a second run) is loaded again, never served from memory."""
+    stat = os.stat(checkpoint)
+    return _cached_model(checkpoint, device, (stat.st_size, stat.st_mtime_ns))
+
+
 @functools.lru_cache(maxsize=2)
-def _model(checkpoint: str, device: str) -> tuple[Any, Any]:
-    """The model, loaded once per process (a Dask worker maps many scenes)."""
+def _cached_model(checkpoint: str, device: str, stamp: tuple[int, int]) -> tuple[Any, Any]:
     from alos2fm.evaluation.predict import load_segmenter_for_inference
 
     return load_segmenter_for_inference(checkpoint, device)
