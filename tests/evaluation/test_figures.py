@@ -24,21 +24,6 @@ def _no_leftovers(folder: Path) -> None:
     assert not [p for p in folder.iterdir() if p.name.endswith(".partial")]
 
 
-def test_colourise_maps_ids_through_the_table_and_no_data_to_black() -> None:
-    rgb = figures.colourise(np.array([[0, 1], [255, 2]], dtype=np.uint8), COLOURS)
-    assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
-    assert rgb[0, 0].tolist() == [0, 0, 255] and rgb[0, 1].tolist() == [255, 0, 0]
-    assert rgb[1, 0].tolist() == [0, 0, 0] and rgb[1, 1].tolist() == [0, 200, 0]
-
-
-def test_class_map_png_shows_every_class_colour(tmp_path: Path) -> None:
-    classes = np.repeat(np.array([[0, 1, 2, 255]], dtype=np.uint8), 40, axis=0).repeat(10, axis=1)
-    out = figures.plot_class_map(classes, NAMES, COLOURS, tmp_path / "map.png", title="map")
-    assert out == tmp_path / "map.png"
-    assert {*COLOURS, (0, 0, 0)} <= _pixels(out)
-    _no_leftovers(tmp_path)
-
-
 def test_prediction_vs_truth_with_input(tmp_path: Path) -> None:
     truth = np.zeros((16, 16), dtype=np.uint8)
     truth[:, 8:] = 1

@@ -1,4 +1,4 @@
-"""Figures for reports: confusion matrix, per-class IoU, class maps, reconstructions, losses.
+"""Figures for reports: confusion matrix, per-class IoU, predictions, reconstructions, losses.
 
 Every function writes one PNG atomically (a sibling temporary file renamed into place, so
 a reader never sees half a figure) and returns the path. Figures are built as
@@ -19,9 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from alos2fm.atomic import atomic_path
-
-NODATA = 255
-Colour = Sequence[int]
+from alos2fm.evaluation.quicklook import Colour, colourise
 
 
 def _save(fig: Figure, out_png: str | Path) -> Path:
@@ -43,14 +41,6 @@ def _as_array(x) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x)
-
-
-def colourise(classes: np.ndarray, colours: Sequence[Colour]) -> np.ndarray:
-    """Class indices (H, W) -> RGB uint8 (H, W, 3); 255 (no data) and unknown ids black."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(colours)] = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
-    table[NODATA] = 0
-    return table[np.asarray(classes, dtype=np.uint8)]
 
 
 def _legend(ax, names: Sequence[str], colours: Sequence[Colour]) -> None:
@@ -123,25 +113,6 @@ def plot_per_class_iou(
     ax.set_ylabel("IoU")
     mean = np.nanmean(values) if np.isfinite(values).any() else float("nan")
     ax.set_title(title or f"Per-class IoU (mIoU {mean:.3f})")
-    return _save(fig, out_png)
-
-
-def plot_class_map(
-    classes: np.ndarray,
-    class_names: Sequence[str],
-    colours: Sequence[Colour],
-    out_png: str | Path,
-    title: str | None = None,
-) -> Path:
-    """One class map (H, W) uint8 with its colour legend (e.g. a prediction quicklook)."""
-    height, width = np.shape(classes)
-    scale = 6.0 / max(height, width)  # longest side 6 inches, plus room for the legend
-    fig, ax = _subplots(figsize=(2.5 + scale * width, 0.5 + scale * height))
-    ax.imshow(colourise(classes, colours), interpolation="nearest")
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title)
-    _legend(ax, class_names, colours)
     return _save(fig, out_png)
 
 

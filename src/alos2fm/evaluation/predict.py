@@ -30,7 +30,6 @@ checkpoint ``{"state_dict": {"segmenter.<key>": tensor, ...}, "hyper_parameters"
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,6 +46,7 @@ from alos2fm.contract import band_indices, bands_to_open, open_checkpoint
 from alos2fm.data.tiling import tile_origins
 from alos2fm.errors import Alos2fmError
 from alos2fm.evaluation.gis import write_class_sidecars
+from alos2fm.evaluation.quicklook import write_map_quicklook
 from alos2fm.models.segmenter import Segmenter, WeightsError, build_segmenter
 from alos2fm.native_stderr import held_native_stderr
 from alos2fm.products.base import Product, Window
@@ -54,7 +54,6 @@ from alos2fm.threads import Threads, apply_threads
 
 NODATA = 255
 BLOCK = 256  # GeoTIFF block side; writes are aligned to it
-QUICKLOOK_MAX_SIDE = 1024
 STATE_PREFIX = "segmenter."  # where FinetuneModule keeps the model in its state_dict
 
 log = logging.getLogger(__name__)
@@ -509,7 +508,11 @@ def predict_product(
                 target.with_name(f".{target.name}.cog.partial").unlink(missing_ok=True)
 
     write_class_sidecars(out, meta.class_names, meta.class_colours)
-    quicklook = write_quicklook(out, meta) if options.quicklook else None
+    quicklook = (
+        write_map_quicklook(out, meta.class_names, meta.class_colours)
+        if options.quicklook
+        else None
+    )
     return PredictionResult(
         map_path=out,
         confidence_path=targets[1] if options.confidence else None,
@@ -548,26 +551,6 @@ def write_cog(tiled: Path, out: Path) -> None:
         BLOCKSIZE=BLOCK,
         OVERVIEW_RESAMPLING="NEAREST",
         BIGTIFF="IF_SAFER",
-    )
-
-
-def write_quicklook(map_path: Path, meta: InferenceMeta) -> Path:
-    """PNG of the map decimated to at most ``QUICKLOOK_MAX_SIDE`` pixels (nearest class)."""
-    import rasterio
-    from rasterio.enums import Resampling
-
-    from alos2fm.evaluation.figures import plot_class_map
-
-    with rasterio.open(map_path) as src:
-        scale = max(1.0, max(src.height, src.width) / QUICKLOOK_MAX_SIDE)
-        shape = (max(1, math.floor(src.height / scale)), max(1, math.floor(src.width / scale)))
-        classes = src.read(1, out_shape=shape, resampling=Resampling.nearest)
-    return plot_class_map(
-        classes,
-        meta.class_names,
-        meta.class_colours,
-        map_path.with_suffix(".png"),
-        title=map_path.stem,
     )
 
 
