@@ -13,7 +13,13 @@ segmenter (random weights: what is timed is the pipeline, not the map's quality)
   children), which other jobs on a shared machine do not inflate;
 - ``peak_rss_ratio`` = peak RSS of ``map`` at ``--scenes`` / at 2 scenes (goal: <= 1.2);
 - ``dask_speedup`` = ``map`` on a one-worker / two-worker ``LocalCluster`` (on 2 cores,
-  the ceiling is 2).
+  the ceiling is 2);
+- ``fuse_cpu_s_per_scene_mpx`` = what ``map`` spends beyond the predictions, per million
+  scene pixels (CPU seconds), beside ``predict_cpu_s_per_scene_mpx``: with a model that
+  costs P s per million pixels, fusing costs about that figure / P of the predictions.
+
+Every command runs with ``--threads 1``: the same for both sides, and a second thread
+that waits on a core another job holds slows torch's small operators tenfold or more.
 
 Run: ``python benchmarks/map_throughput.py --scenes 8 --size 1024``.
 """
@@ -119,7 +125,7 @@ def startup_seconds(repeats: int = 3) -> tuple[float, float]:
 def map_command(paths: list[Path], checkpoint: Path, out: Path, *extra: str) -> list[str]:
     shutil.rmtree(out, ignore_errors=True)
     return ["map", *map(str, paths), "--checkpoint", str(checkpoint), "--out", str(out),
-            "--no-progress", *extra]  # fmt: skip
+            "--no-progress", "--threads", "1", *extra]  # fmt: skip
 
 
 def main() -> None:
@@ -138,7 +144,8 @@ def main() -> None:
         target = work / "predict" / f"{path.stem}.tif"
         shutil.rmtree(target.parent, ignore_errors=True)
         predicts.append(run(["predict", str(path), "--checkpoint", str(checkpoint),
-                             "--out", str(target), "--no-progress", "--no-quicklook"]))  # fmt: skip
+                             "--out", str(target), "--no-progress", "--no-quicklook",
+                             "--threads", "1"]))  # fmt: skip
     all_scenes = run(map_command(paths, checkpoint, work / "map"))
     two_scenes = run(map_command(paths[:2], checkpoint, work / "map2"))
 
@@ -160,7 +167,9 @@ def main() -> None:
     predict_cpu = sum(p["cpu_seconds"] for p in predicts)
     start, start_cpu = startup_seconds()
     net = (predict_total - start * len(predicts)) / (all_scenes["seconds"] - start)
-    net_cpu = (predict_cpu - start_cpu * len(predicts)) / (all_scenes["cpu_seconds"] - start_cpu)
+    predict_net_cpu = predict_cpu - start_cpu * len(predicts)
+    map_net_cpu = all_scenes["cpu_seconds"] - start_cpu
+    scene_mpx = args.scenes * args.size**2 / 1e6
     print(
         json.dumps(
             {
@@ -174,7 +183,9 @@ def main() -> None:
                 "fuse_ratio_net": round(net, 3),
                 "predict_sum_cpu_s": round(predict_cpu, 2),
                 "map_cpu_s": all_scenes["cpu_seconds"],
-                "fuse_ratio_net_cpu": round(net_cpu, 3),
+                "fuse_ratio_net_cpu": round(predict_net_cpu / map_net_cpu, 3),
+                "predict_cpu_s_per_scene_mpx": round(predict_net_cpu / scene_mpx, 3),
+                "fuse_cpu_s_per_scene_mpx": round((map_net_cpu - predict_net_cpu) / scene_mpx, 3),
                 "peak_rss_gib": {
                     "2": two_scenes["peak_gib"],
                     str(args.scenes): all_scenes["peak_gib"],
