@@ -15,7 +15,7 @@ from alos2fm.data.classes import load_class_table
 from alos2fm.data.dataset import PatchDataset
 from alos2fm.data.labels import LabelMap
 from alos2fm.data.prepare import DONE, STAGING, prepare_config, run_prepare
-from alos2fm.data.prepare.tasks import _task_windows
+from alos2fm.data.prepare.tasks import _task_windows, default_task_size
 from alos2fm.data.synth import write_synthetic_scene
 from alos2fm.errors import DataError
 from alos2fm.products import open_product
@@ -283,3 +283,11 @@ def test_tasks_that_hold_a_shard_take_whole_shards():
     assert [len(t) for t in _task_windows(windows, 256)] == [256, 134]
     assert [len(t) for t in _task_windows(windows, 700)] == [390]  # 2 shards a task
     assert [t[0] for t in _task_windows(windows, 256)] == [windows[0], windows[256]]
+
+
+def test_default_tasks_of_a_large_scene_take_up_to_four_shards():
+    # Fewer task boundaries cutting the product's tile rows, six tasks a scene at least.
+    assert default_task_size(2304) == 256  # 9 shards: one a task (9 tasks)
+    assert default_task_size(78 * 78) == 768  # 20000 px in 256 px: 23.8 shards, 8 tasks
+    assert default_task_size(117 * 117) == 1024  # 30000 px: 53.5 shards, 14 tasks
+    assert default_task_size(100) == 256

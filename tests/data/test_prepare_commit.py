@@ -99,6 +99,9 @@ def test_unlabelled_patches_are_written_once_and_moved_whole(scene, tmp_path, wr
     stats = json.loads((out / store.STATS).read_text())
     values = np.asarray(store.open_patch_arrays(out).images[:], np.float64)
     assert stats["mean_db"][0] == pytest.approx(np.nanmean(values), abs=1e-9)
+    # Without labels, the distribution is one "unlabelled" row: a table, no figure.
+    assert (out / "class_distribution.csv").exists()
+    assert not (out / "class_distribution.png").exists()
 
     # The same settings again: every task is reused (its patches read from the dataset
     # they were moved into) and the dataset is the same.

@@ -98,13 +98,16 @@ def assemble(
     partial.mkdir(parents=True)
     distribution = class_distribution(categories, chosen["category"], names, targets)
     distribution.to_csv(partial / "class_distribution.csv", index=False)
-    # The figure (~2 s of matplotlib whatever the dataset's size) is drawn in a thread
-    # while the shards of the store are written.
-    with ThreadPoolExecutor(max_workers=1) as figure:
-        png = partial / "class_distribution.png"
-        drawn = figure.submit(plot_distribution, distribution, png, colors)
+    if with_labels:
+        # The figure (~2 s of matplotlib whatever the dataset's size) is drawn in a thread
+        # while the shards of the store are written.
+        with ThreadPoolExecutor(max_workers=1) as figure:
+            png = partial / "class_distribution.png"
+            drawn = figure.submit(plot_distribution, distribution, png, colors)
+            stats = _write_store(layout, partial, scenes[0], cfg, num_classes)
+            drawn.result()
+    else:  # every patch "unlabelled": one bar says nothing the CSV does not
         stats = _write_store(layout, partial, scenes[0], cfg, num_classes)
-        drawn.result()
     stats["class_names"] = [names[i] for i in range(num_classes)] if num_classes else None
     # Colours travel with the dataset so that maps and figures downstream use the remap's.
     stats["class_colours"] = [list(colors[i]) for i in range(num_classes)] if num_classes else None

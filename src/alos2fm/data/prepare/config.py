@@ -66,7 +66,9 @@ class PrepareConfig(BaseModel):
     seed: int = 0
     workers: int = Field(1, ge=1)
     dask_scheduler: str | None = None
-    patches_per_task: int = Field(256, gt=0)
+    # Windows per task; default (None): whole shards of 256, up to four in scenes that
+    # give six tasks or more (tasks.default_task_size).
+    patches_per_task: int | None = Field(None, gt=0)
     batch_patches: int = Field(32, gt=0)
     gdal_cache_mb: int = Field(64, ge=8)
     progress: bool = True
