@@ -202,6 +202,18 @@ def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path
     assert transform == want_transform
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(_read(tiled.confidence_path)[0], _read(whole.confidence_path)[0])
+    # File tiles fused in two local processes, as the scenes were mapped: the same files.
+    pooled = _map([product], pointwise, tmp_path / "pooled", file_side=256, workers=2)
+    for kind in ("map", "confidence"):
+        pooled_tiles = sorted((tmp_path / f"pooled/{kind}_tiles").iterdir())
+        assert [p.name for p in pooled_tiles] == sorted(
+            p.name for p in (tmp_path / f"tiled/{kind}_tiles").iterdir()
+        )
+        for path in pooled_tiles:
+            np.testing.assert_array_equal(
+                _read(path)[0], _read(tmp_path / f"tiled/{kind}_tiles" / path.name)[0]
+            )
+    np.testing.assert_array_equal(_read(pooled.map_path)[0], want)
 
 
 def test_class_names_reach_gis_tools(pointwise, tmp_path):

@@ -10,8 +10,9 @@
    class probabilities and edge weights on disk (Zarr); a scene whose recorded identity
    (checkpoint, product, options) matches is reused, so a killed run redoes at most the
    scenes in flight.
-3. **Mosaic** (``mosaic.py``): the region is fused block by block (weighted mean of the
-   probabilities, weights falling off toward each scene's edge) into ``map.tif`` and
+3. **Mosaic** (``mosaic.py``, ``writing.py``): the region is fused block by block
+   (weighted mean of the probabilities, weights falling off toward each scene's edge),
+   its file tiles in parallel where the scenes ran, into ``map.tif`` and
    ``confidence.tif`` (Cloud-Optimized GeoTIFFs; a VRT over file tiles when one file would
    be too large), with class names for GIS tools, provenance tags, a quicklook,
    ``scenes.csv`` and the resolved ``config.yaml``.
@@ -35,7 +36,6 @@ from alos2fm.atomic import atomic_path
 from alos2fm.errors import DataError, validation_problems
 from alos2fm.evaluation.region import mosaic
 from alos2fm.evaluation.region.grid import RegionGrid, region_grid
-from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
 from alos2fm.evaluation.region.scenes import SceneResult, SceneTask, map_scene, scene_model
 from alos2fm.products.naming import scene_names
 from alos2fm.threads import resolve_threads
@@ -152,8 +152,8 @@ def run_map(cfg: MapConfig) -> MapResult:
         (cfg.out / SCENES).mkdir(exist_ok=True)
         results = _run_scenes(cfg, tasks)
         _write_scenes_csv(cfg.out / "scenes.csv", results)
-        scenes = [StoredScene.open(task.folder, region) for task in tasks]
         provenance = _provenance(cfg, results, checkpoint_sha)
+        scenes = [task.folder for task in tasks]
         map_path, confidence_path = _write_region(cfg, region, scenes, meta, provenance)
         resolved = cfg.model_dump(mode="json") | {"grid": asdict(region)}
         with atomic_path(cfg.out / "config.yaml") as tmp:
@@ -235,33 +235,54 @@ def _provenance(cfg: MapConfig, results: list[SceneResult], checkpoint_sha: str)
 def _write_region(
     cfg: MapConfig,
     region: RegionGrid,
-    scenes: list[StoredScene],
+    scenes: list[Path],
     meta: Any,
     provenance: dict[str, str],
 ) -> tuple[Path, Path]:
     """Fuse the region block by block into the map and confidence files (one COG each, or
-    COG tiles under a VRT), then their class names, style and quicklook."""
+    COG tiles under a VRT, fused in parallel as the scenes were mapped), then their class
+    names, style and quicklook."""
+    from tqdm.auto import tqdm
+
     from alos2fm.evaluation.gis import write_class_sidecars
     from alos2fm.evaluation.quicklook import write_map_quicklook
-    from alos2fm.evaluation.region.writing import FusedWriter, write_vrt
+    from alos2fm.evaluation.region.writing import FusePart, fuse_part, write_vrt
+    from alos2fm.parallel import execute
 
     partial = cfg.out / ".mosaic.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     parts = region.blocks(cfg.file_side)
     tiled = len(parts) > 1
-    written: dict[str, list[Path]] = {MAP: [], CONFIDENCE: []}
     names, colours = list(meta.class_names), [tuple(c) for c in meta.class_colours]
-    for part in parts:
-        suffix = (
-            f"_{part.row // cfg.file_side:03d}_{part.col // cfg.file_side:03d}" if tiled else ""
-        )
-        with FusedWriter(partial, region, part, names, colours, provenance, suffix) as writer:
-            for block in blocks_in(part):
-                labels, percent = fuse_block(region, block, scenes, len(names))
-                writer.write(block, labels, percent)
-        for kind, path in writer.finished().items():
-            written[kind].append(path)
+    tasks = [
+        FusePart(
+            partial,
+            region,
+            part,
+            tuple(scenes),
+            tuple(names),
+            tuple(colours),
+            provenance,
+            f"_{part.row // cfg.file_side:03d}_{part.col // cfg.file_side:03d}" if tiled else "",
+            progress=cfg.progress and not tiled,
+        )  # fmt: skip
+        for part in parts
+    ]
+    # One part (most regions) is fused here, its blocks counted; file tiles go where the
+    # scenes went, counted as they finish.
+    where = (cfg.workers, cfg.dask_scheduler) if tiled else (1, None)
+    bar = tqdm(
+        total=len(tasks), desc="file tiles", unit="tile", disable=not (cfg.progress and tiled)
+    )
+    written: dict[str, list[Path]] = {MAP: [], CONFIDENCE: []}
+    try:
+        for files in execute(fuse_part, tasks, *where):
+            for kind, path in files.items():
+                written[kind].append(path)
+            bar.update()
+    finally:
+        bar.close()
     outputs = {}
     for kind in (MAP, CONFIDENCE):
         if tiled:

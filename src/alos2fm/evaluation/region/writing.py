@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +12,45 @@ import numpy as np
 
 from alos2fm.atomic import atomic_path
 from alos2fm.evaluation.region.grid import RegionGrid
+from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
 from alos2fm.products.base import Window
 
 NODATA = 255
 TIFF_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class FusePart:
+    """Fuse one part of the region into its map and confidence COGs in ``folder``: a task
+    (picklable) that runs here, in a local process or on a Dask worker, which opens the
+    scenes' stored probabilities itself."""
+
+    folder: Path
+    region: RegionGrid
+    part: Window
+    scenes: tuple[Path, ...]  # scene folders under <out>/scenes
+    names: tuple[str, ...]
+    colours: tuple[tuple[int, ...], ...]
+    tags: dict[str, str]
+    suffix: str = ""
+    progress: bool = False  # a bar over the blocks (a part fused in the command's process)
+
+
+def fuse_part(task: FusePart) -> dict[str, Path]:
+    """The part's map and confidence files ({"map": path, "confidence": path}), fused
+    block by block (memory: one block, whatever the part and the scenes)."""
+    scenes = [StoredScene.open(folder, task.region) for folder in task.scenes]
+    bounds = task.region.window_bounds(task.part)
+    scenes = [scene for scene in scenes if scene.meets(bounds)]
+    args = (task.folder, task.region, task.part, task.names, task.colours, task.tags, task.suffix)
+    from tqdm.auto import tqdm
+
+    blocks = list(blocks_in(task.part))
+    bar = tqdm(blocks, desc="fusing", unit="block", disable=True if not task.progress else None)
+    with FusedWriter(*args) as writer:
+        for block in bar:
+            writer.write(block, *fuse_block(task.region, block, scenes, len(task.names)))
+    return writer.finished()
 
 
 class FusedWriter:
