@@ -79,3 +79,45 @@ def test_pool_workers_stop_when_the_command_is_killed(tmp_path):
     assert sorted(p.name for p in tmp_path.glob("saved-*")) == sorted(
         f"saved-{pid}" for pid in workers
     )
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or not os.confstr("CS_GNU_LIBC_VERSION"), reason="glibc only"
+)
+def test_workers_allocate_from_the_heap_even_under_a_dask_nanny_setting(tmp_path):
+    """With ``MALLOC_TRIM_THRESHOLD_=65536`` in the environment (as a Dask nanny starts its
+    workers), glibc maps every allocation over 128 KiB on its own: a task's temporaries
+    cost page faults each time. A task run through ``execute`` has them from the heap."""
+    script = tmp_path / "command.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import ctypes
+            from alos2fm.parallel import execute
+
+            class MallInfo2(ctypes.Structure):
+                _fields_ = [(name, ctypes.c_size_t) for name in (
+                    "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                    "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+            def mapped_by_a_4_mib_allocation(_):
+                libc = ctypes.CDLL(None)
+                libc.mallinfo2.restype = MallInfo2
+                libc.malloc.restype = ctypes.c_void_p
+                before = libc.mallinfo2().hblkhd
+                block = libc.malloc(4 * 2**20)
+                mapped = libc.mallinfo2().hblkhd - before
+                libc.free(ctypes.c_void_p(block))
+                return mapped
+
+            if __name__ == "__main__":
+                print(mapped_by_a_4_mib_allocation(0), *execute(
+                    mapped_by_a_4_mib_allocation, [0, 1], workers=2))
+            """
+        )
+    )
+    env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536"}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+    here, *workers = map(int, done.stdout.split())
+    assert here >= 4 * 2**20  # the setting's effect: mapped on its own
+    assert workers == [0, 0]  # in the workers: from the heap
