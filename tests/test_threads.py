@@ -60,3 +60,19 @@ def test_a_run_config_resolves_auto_for_its_processes_and_workers(monkeypatch):
     assert resolve_run_threads(cfg).trainer.threads == 3  # 8 cores / 2 processes - 1 worker
     explicit = resolve_config("pretrain", overrides=["trainer.threads=6"])
     assert resolve_run_threads(explicit).trainer.threads == 6
+
+
+def test_importing_alos2fm_bounds_openmp_spinning_unless_the_user_chose():
+    """Set before torch loads libgomp (which reads it once), so that a thread waiting at a
+    parallel region sleeps soon instead of holding a core another job needs."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import alos2fm, os, sys; print(os.environ['GOMP_SPINCOUNT'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    ours = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert ours.stdout.split() == [threads.OPENMP_SPINCOUNT, "False"]
+    env["GOMP_SPINCOUNT"] = "77"
+    theirs = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert theirs.stdout.split() == ["77", "False"]

@@ -8,4 +8,9 @@ Stages, each a sub-package:
     evaluation  exact metrics, figures, full-scene prediction, export
 """
 
+from alos2fm.threads import limit_openmp_spinning
+
 __version__ = "0.1.0"
+
+# Before anything loads torch: its OpenMP reads the setting once (alos2fm.threads).
+limit_openmp_spinning()
