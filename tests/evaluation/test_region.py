@@ -15,7 +15,7 @@ import torch
 from affine import Affine
 
 from alos2fm.evaluation import predict
-from alos2fm.evaluation.region import map_config, mosaic, run_map
+from alos2fm.evaluation.region import map_config, mosaic, run_map, writing
 from alos2fm.evaluation.region.scenes import _cached_model, scene_model
 from tests.evaluation.test_predict import MEAN_DB, Pointwise, _meta, _scene
 from tests.products.rasters import write_tif
@@ -214,6 +214,47 @@ def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path
                 _read(path)[0], _read(tmp_path / f"tiled/{kind}_tiles" / path.name)[0]
             )
     np.testing.assert_array_equal(_read(pooled.map_path)[0], want)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_fuse_redoes_only_the_file_tiles_in_flight(pointwise, tmp_path, monkeypatch):
+    """A national region fuses for hours: a killed run, run again, reuses every file tile
+    it finished from the same scenes, and the map is that of a run never killed."""
+    monkeypatch.setattr(mosaic, "WARP_TILE", 256)  # six file tiles of 256 px
+    db = _scene(300, 600)
+    a, b = _crop(tmp_path, "a", db, 0, 400), _crop(tmp_path, "b", db, 200, 600)
+    clean = _map([a, b], pointwise, tmp_path / "clean", file_side=256)
+    fused, kill = [], [True]
+    enter = writing.FusedWriter.__enter__
+
+    def counted(self):
+        if len(fused) == 4 and kill:
+            kill.pop()
+            raise Killed  # while fusing the fifth tile
+        fused.append(self.suffix)
+        return enter(self)
+
+    monkeypatch.setattr(writing.FusedWriter, "__enter__", counted)
+    out = tmp_path / "out"
+    with pytest.raises(Killed):
+        _map([a, b], pointwise, out, file_side=256)
+    assert len(fused) == 4
+    again = _map([a, b], pointwise, out, file_side=256)
+    assert len(fused) == 6  # the two tiles not finished, no more
+    for kind in ("map", "confidence"):
+        for path in sorted((tmp_path / f"clean/{kind}_tiles").iterdir()):
+            np.testing.assert_array_equal(
+                _read(out / f"{kind}_tiles" / path.name)[0], _read(path)[0]
+            )
+    np.testing.assert_array_equal(_read(again.map_path)[0], _read(clean.map_path)[0])
+    assert not (out / ".mosaic.partial").exists()
+    # Other scenes (here: another checkpoint): every tile is fused again.
+    pointwise.write_bytes(b"model 2")
+    _map([a, b], pointwise, out, file_side=256)
+    assert len(fused) == 12
 
 
 def test_class_names_reach_gis_tools(pointwise, tmp_path):

@@ -153,7 +153,7 @@ def run_map(cfg: MapConfig) -> MapResult:
         results = _run_scenes(cfg, tasks)
         _write_scenes_csv(cfg.out / "scenes.csv", results)
         provenance = _provenance(cfg, results, checkpoint_sha)
-        scenes = [task.folder for task in tasks]
+        scenes = {task.folder: task.identity for task in tasks}
         map_path, confidence_path = _write_region(cfg, region, scenes, meta, provenance)
         resolved = cfg.model_dump(mode="json") | {"grid": asdict(region)}
         with atomic_path(cfg.out / "config.yaml") as tmp:
@@ -235,13 +235,14 @@ def _provenance(cfg: MapConfig, results: list[SceneResult], checkpoint_sha: str)
 def _write_region(
     cfg: MapConfig,
     region: RegionGrid,
-    scenes: list[Path],
+    scenes: dict[Path, dict[str, Any]],
     meta: Any,
     provenance: dict[str, str],
 ) -> tuple[Path, Path]:
     """Fuse the region block by block into the map and confidence files (one COG each, or
     COG tiles under a VRT, fused in parallel as the scenes were mapped), then their class
-    names, style and quicklook."""
+    names, style and quicklook. ``scenes``: each scene's folder and identity; parts fused
+    by a killed run from the same scenes are reused."""
     from tqdm.auto import tqdm
 
     from alos2fm.evaluation.gis import write_class_sidecars
@@ -250,11 +251,18 @@ def _write_region(
     from alos2fm.parallel import execute
 
     partial = cfg.out / ".mosaic.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir()
+    partial.mkdir(exist_ok=True)  # parts of a killed run wait there, with their identity
     parts = region.blocks(cfg.file_side)
     tiled = len(parts) > 1
     names, colours = list(meta.class_names), [tuple(c) for c in meta.class_colours]
+    common = {
+        "grid": asdict(region),
+        "scenes": {folder.name: identity for folder, identity in scenes.items()},
+        "classes": names,
+        "colours": colours,
+        "tags": provenance,
+        "fuse": {"block": mosaic.BLOCK, "warp_tile": mosaic.WARP_TILE},
+    }
     tasks = [
         FusePart(
             partial,
@@ -266,7 +274,8 @@ def _write_region(
             provenance,
             f"_{part.row // cfg.file_side:03d}_{part.col // cfg.file_side:03d}" if tiled else "",
             progress=cfg.progress and not tiled,
-        )  # fmt: skip
+            identity=common | {"part": list(part)},
+        )
         for part in parts
     ]
     # One part (most regions) is fused here, its blocks counted; file tiles go where the

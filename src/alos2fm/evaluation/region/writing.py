@@ -19,11 +19,16 @@ NODATA = 255
 TIFF_BLOCK = 256
 
 
+FUSE_FORMAT = 1  # bump when a fused part's files change meaning
+
+
 @dataclass(frozen=True)
 class FusePart:
     """Fuse one part of the region into its map and confidence COGs in ``folder``: a task
     (picklable) that runs here, in a local process or on a Dask worker, which opens the
-    scenes' stored probabilities itself."""
+    scenes' stored probabilities itself. A part whose files and recorded ``identity``
+    (what it was fused from: grid, part, scenes, classes, tags) are already in ``folder``
+    is reused, so that a killed fuse redoes at most the parts in flight."""
 
     folder: Path
     region: RegionGrid
@@ -34,11 +39,30 @@ class FusePart:
     tags: dict[str, str]
     suffix: str = ""
     progress: bool = False  # a bar over the blocks (a part fused in the command's process)
+    identity: dict[str, Any] | None = None
+
+    @property
+    def files(self) -> dict[str, Path]:
+        return {kind: self.folder / f"{kind}{self.suffix}.tif" for kind in ("map", "confidence")}
+
+    @property
+    def done(self) -> Path:
+        return self.folder / f".part{self.suffix}.done.json"
 
 
 def fuse_part(task: FusePart) -> dict[str, Path]:
     """The part's map and confidence files ({"map": path, "confidence": path}), fused
     block by block (memory: one block, whatever the part and the scenes)."""
+    import json
+
+    record = {"format": FUSE_FORMAT, "identity": task.identity}
+    if task.identity is not None and all(p.is_file() for p in task.files.values()):
+        try:
+            if json.loads(task.done.read_text()) == json.loads(json.dumps(record)):
+                return task.files
+        except (OSError, ValueError):
+            pass
+    task.done.unlink(missing_ok=True)
     scenes = [StoredScene.open(folder, task.region) for folder in task.scenes]
     bounds = task.region.window_bounds(task.part)
     scenes = [scene for scene in scenes if scene.meets(bounds)]
@@ -50,6 +74,9 @@ def fuse_part(task: FusePart) -> dict[str, Path]:
     with FusedWriter(*args) as writer:
         for block in bar:
             writer.write(block, *fuse_block(task.region, block, scenes, len(task.names)))
+    if task.identity is not None:
+        with atomic_path(task.done) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
     return writer.finished()
 
 
