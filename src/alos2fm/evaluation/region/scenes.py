@@ -121,6 +121,10 @@ def _predict_into(task: SceneTask, folder: Path, started: float) -> SceneResult:
             # zstd level 1: ~12 % larger than its default (3), but encoded twice and
             # decoded three times as fast, and the fusion decodes every chunk once or more.
             compressors=ZstdCodec(level=1),
+            # Every chunk written as it comes: zarr's test for chunks of fill value only
+            # (a pass over each) cost a third of writing them; no-data chunks compress to
+            # almost nothing anyway.
+            config={"write_empty_chunks": True},
         )
         coarse = np.zeros((-(-grid.height // COARSE), -(-grid.width // COARSE)), np.float32)
         row, valid_pixels, confidence_sum = 0, 0, 0.0
