@@ -25,6 +25,9 @@ import numpy as np
 from alos2fm.atomic import atomic_path
 
 RESULT = "result.json"
+# Seconds of each earlier attempt of a run that was stopped (SIGTERM, an error) and is
+# resumed: its result counts them all. A process killed outright cannot say how long it ran.
+ATTEMPTS = "attempts.json"
 PREVIEW = "preview.npz"
 Role = Literal["tuning", "scored"]
 
@@ -94,16 +97,22 @@ def run_job(job: Job) -> dict[str, Any]:
 
     apply_threads(job.threads)  # runs side by side: each takes its share of the cores
     job.folder.mkdir(parents=True, exist_ok=True)
+    earlier = _earlier_attempts(job.folder)
     start = time.perf_counter()
-    with _said_once():
-        if job.kind in ("unet", "swin"):
-            from alos2fm.compare.networks import train_network
+    try:
+        with _said_once():
+            if job.kind in ("unet", "swin"):
+                from alos2fm.compare.networks import train_network
 
-            row = train_network(job)
-        else:
-            from alos2fm.compare.pixel_arms import train_pixel_classifier
+                row = train_network(job)
+            else:
+                from alos2fm.compare.pixel_arms import train_pixel_classifier
 
-            row = train_pixel_classifier(job)
+                row = train_pixel_classifier(job)
+    except BaseException:
+        with atomic_path(job.folder / ATTEMPTS) as tmp:
+            tmp.write_text(json.dumps([*earlier, round(time.perf_counter() - start, 1)]))
+        raise
     row = {
         "arm": job.arm,
         "kind": job.kind,
@@ -112,11 +121,19 @@ def run_job(job: Job) -> dict[str, Any]:
         "role": job.role,
         "rate": job.rate,
         "encoder": job.encoder.parent.name if job.encoder else "",
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(sum(earlier) + time.perf_counter() - start, 1),
+        "attempts": len(earlier) + 1,
     } | row
     with atomic_path(result_path) as tmp:
         tmp.write_text(json.dumps({"identity": identity, "row": row}, indent=2) + "\n")
     return row
+
+
+def _earlier_attempts(folder: Path) -> list[float]:
+    try:
+        return [float(s) for s in json.loads((folder / ATTEMPTS).read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 class _Once(logging.Filter):

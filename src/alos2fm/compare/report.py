@@ -132,13 +132,22 @@ def write_report(
         lines += ["## Maps of the same test patches", ""]
         lines += [f"![{caption}](figures/{name})" for name, caption in previews]
         lines += [""]
+    runs = pd.concat([results, tuning], ignore_index=True)
+    # Results of older versions have no attempts: one each.
+    runs["resumed"] = runs.get("attempts", pd.Series(1, index=runs.index)).fillna(1) > 1
     lines += [
         "## Time",
         "",
+        "Seconds of every attempt of a run (a run stopped and resumed counts each; a "
+        "process killed outright cannot say how long it ran).",
+        "",
         _markdown(
-            pd.concat([results, tuning], ignore_index=True)
-            .groupby(["arm", "role"])["seconds"]
-            .agg(runs="count", minutes_each=lambda s: round(s.mean() / 60, 2))
+            runs.groupby(["arm", "role"])
+            .agg(
+                runs=("seconds", "count"),
+                minutes_each=("seconds", lambda s: round(s.mean() / 60, 2)),
+                resumed=("resumed", "sum"),
+            )
             .reset_index()
         ),
         "",
