@@ -281,9 +281,8 @@ def _write_region(
     # One part (most regions) is fused here, its blocks counted; file tiles go where the
     # scenes went, counted as they finish.
     where = (cfg.workers, cfg.dask_scheduler) if tiled else (1, None)
-    bar = tqdm(
-        total=len(tasks), desc="file tiles", unit="tile", disable=not (cfg.progress and tiled)
-    )
+    show = cfg.progress and tiled
+    bar = tqdm(total=len(tasks), desc="file tiles", unit="tile", disable=True if not show else None)
     written: dict[str, list[Path]] = {MAP: [], CONFIDENCE: []}
     try:
         for files in execute(fuse_part, tasks, *where):

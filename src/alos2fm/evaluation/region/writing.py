@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,7 @@ class FusePart:
 def fuse_part(task: FusePart) -> dict[str, Path]:
     """The part's map and confidence files ({"map": path, "confidence": path}), fused
     block by block (memory: one block, whatever the part and the scenes)."""
-    import json
+    from tqdm.auto import tqdm
 
     record = {"format": FUSE_FORMAT, "identity": task.identity}
     if task.identity is not None and all(p.is_file() for p in task.files.values()):
@@ -67,13 +68,19 @@ def fuse_part(task: FusePart) -> dict[str, Path]:
     bounds = task.region.window_bounds(task.part)
     scenes = [scene for scene in scenes if scene.meets(bounds)]
     args = (task.folder, task.region, task.part, task.names, task.colours, task.tags, task.suffix)
-    from tqdm.auto import tqdm
-
     blocks = list(blocks_in(task.part))
-    bar = tqdm(blocks, desc="fusing", unit="block", disable=True if not task.progress else None)
-    with FusedWriter(*args) as writer:
-        for block in bar:
+    with (
+        tqdm(
+            total=len(blocks),
+            desc="fusing",
+            unit="block",
+            disable=True if not task.progress else None,
+        ) as bar,
+        FusedWriter(*args) as writer,
+    ):
+        for block in blocks:
             writer.write(block, *fuse_block(task.region, block, scenes, len(task.names)))
+            bar.update()
     if task.identity is not None:
         with atomic_path(task.done) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
