@@ -3,6 +3,7 @@ UTM zones, file tiles, a two-worker Dask cluster, names for GIS tools)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -214,6 +215,31 @@ def test_a_large_region_is_written_as_file_tiles_under_a_vrt(pointwise, tmp_path
                 _read(path)[0], _read(tmp_path / f"tiled/{kind}_tiles" / path.name)[0]
             )
     np.testing.assert_array_equal(_read(pooled.map_path)[0], want)
+
+
+def test_a_one_file_region_fused_in_two_processes_block_by_block_is_the_same(
+    pointwise, tmp_path, monkeypatch
+):
+    """A region in one file sends its blocks to the workers and writes them as they come,
+    in any order: the same files as blocks fused one after another here."""
+    monkeypatch.setattr(mosaic, "WARP_TILE", 256)
+    monkeypatch.setattr(writing, "blocks_in", functools.partial(mosaic.blocks_in, side=256))
+    written = []
+    write = writing.FusedWriter.write
+    monkeypatch.setattr(
+        writing.FusedWriter,
+        "write",
+        lambda self, block, *a: written.append(block) or write(self, block, *a),
+    )
+    db = _scene(300, 600)
+    a, b = _crop(tmp_path, "a", db, 0, 400), _crop(tmp_path, "b", db, 200, 600)
+    here = _map([a, b], pointwise, tmp_path / "here")
+    assert len(written) == 3  # blocks of 256 px (the last column takes the remainder)
+    pooled = _map([a, b], pointwise, tmp_path / "pooled", workers=2)
+    assert pooled.map_path.name == "map.tif" and len(written) == 6
+    assert sorted(written[3:]) == sorted(written[:3])
+    np.testing.assert_array_equal(_read(pooled.map_path)[0], _read(here.map_path)[0])
+    np.testing.assert_array_equal(_read(pooled.confidence_path)[0], _read(here.confidence_path)[0])
 
 
 class Killed(Exception):

@@ -278,19 +278,24 @@ def _write_region(
         )
         for part in parts
     ]
-    # One part (most regions) is fused here, its blocks counted; file tiles go where the
-    # scenes went, counted as they finish.
-    where = (cfg.workers, cfg.dask_scheduler) if tiled else (1, None)
-    show = cfg.progress and tiled
-    bar = tqdm(total=len(tasks), desc="file tiles", unit="tile", disable=True if not show else None)
+    # File tiles go where the scenes went, counted as they finish; a region in one file
+    # sends its blocks there instead, and is written here.
     written: dict[str, list[Path]] = {MAP: [], CONFIDENCE: []}
-    try:
-        for files in execute(fuse_part, tasks, *where):
-            for kind, path in files.items():
-                written[kind].append(path)
-            bar.update()
-    finally:
-        bar.close()
+    if tiled:
+        show = cfg.progress
+        bar = tqdm(
+            total=len(tasks), desc="file tiles", unit="tile", disable=True if not show else None
+        )
+        try:
+            for files in execute(fuse_part, tasks, cfg.workers, cfg.dask_scheduler):
+                for kind, path in files.items():
+                    written[kind].append(path)
+                bar.update()
+        finally:
+            bar.close()
+    else:
+        for kind, path in fuse_part(tasks[0], cfg.workers, cfg.dask_scheduler).items():
+            written[kind].append(path)
     outputs = {}
     for kind in (MAP, CONFIDENCE):
         if tiled:

@@ -1,9 +1,16 @@
 """Writing the fused region: tiled GeoTIFFs block by block, then Cloud-Optimized GeoTIFFs
-(predict's writer), and a VRT over file tiles when the region is split."""
+(predict's writer), and a VRT over file tiles when the region is split.
+
+Work is spread where the scenes ran (``alos2fm.parallel``): the file tiles of a large
+region are tasks, each fusing its blocks in turn; a region in one file has its blocks
+fused as tasks and written here as they come.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +58,25 @@ class FusePart:
         return self.folder / f".part{self.suffix}.done.json"
 
 
-def fuse_part(task: FusePart) -> dict[str, Path]:
+@dataclass(frozen=True)
+class FuseBlock:
+    """Fuse one block of the region from the scenes (folders) that meet it: a task."""
+
+    region: RegionGrid
+    block: Window
+    scenes: tuple[Path, ...]
+    classes: int
+
+
+def fuse_part(
+    task: FusePart, workers: int = 1, dask_scheduler: str | None = None
+) -> dict[str, Path]:
     """The part's map and confidence files ({"map": path, "confidence": path}), fused
-    block by block (memory: one block, whatever the part and the scenes)."""
+    block by block (memory: one block, whatever the part and the scenes); the blocks
+    here one after another, or as tasks in ``workers`` local processes or on Dask."""
     from tqdm.auto import tqdm
+
+    from alos2fm.parallel import execute
 
     record = {"format": FUSE_FORMAT, "identity": task.identity}
     if task.identity is not None and all(p.is_file() for p in task.files.values()):
@@ -64,11 +86,18 @@ def fuse_part(task: FusePart) -> dict[str, Path]:
         except (OSError, ValueError):
             pass
     task.done.unlink(missing_ok=True)
-    scenes = [StoredScene.open(folder, task.region) for folder in task.scenes]
-    bounds = task.region.window_bounds(task.part)
-    scenes = [scene for scene in scenes if scene.meets(bounds)]
+    scenes = [_opened(folder, task.region) for folder in task.scenes]
+    scenes = [scene for scene in scenes if scene.meets(task.region.window_bounds(task.part))]
+    blocks = [
+        FuseBlock(
+            task.region,
+            block,
+            tuple(s.folder for s in scenes if s.meets(task.region.window_bounds(block))),
+            len(task.names),
+        )
+        for block in blocks_in(task.part)
+    ]
     args = (task.folder, task.region, task.part, task.names, task.colours, task.tags, task.suffix)
-    blocks = list(blocks_in(task.part))
     with (
         tqdm(
             total=len(blocks),
@@ -78,13 +107,32 @@ def fuse_part(task: FusePart) -> dict[str, Path]:
         ) as bar,
         FusedWriter(*args) as writer,
     ):
-        for block in blocks:
-            writer.write(block, *fuse_block(task.region, block, scenes, len(task.names)))
+        for block, labels, percent in execute(fuse_one_block, blocks, workers, dask_scheduler):
+            writer.write(block, labels, percent)
             bar.update()
     if task.identity is not None:
         with atomic_path(task.done) as tmp:
             tmp.write_text(json.dumps(record, indent=1) + "\n")
     return writer.finished()
+
+
+def fuse_one_block(task: FuseBlock) -> tuple[Window, np.ndarray, np.ndarray]:
+    """(block, classes, confidence percent) of one block (see ``mosaic.fuse_block``)."""
+    scenes = [_opened(folder, task.region) for folder in task.scenes]
+    return task.block, *fuse_block(task.region, task.block, scenes, task.classes)
+
+
+def _opened(folder: Path, region: RegionGrid) -> StoredScene:
+    """The stored scene, opened once per process for the blocks it serves. Keyed by its
+    ``done.json`` too: a scene mapped again (a rerun, a long-lived Dask worker) replaces
+    its folder, and its new files are opened, not the old ones still mapped here."""
+    stat = os.stat(folder / "done.json")
+    return _open_scene(folder, region, (stat.st_ino, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _open_scene(folder: Path, region: RegionGrid, stamp: tuple[int, int]) -> StoredScene:
+    return StoredScene.open(folder, region)
 
 
 class FusedWriter:
