@@ -110,16 +110,30 @@ def run(command: list[str]) -> dict:
     }
 
 
-def startup_seconds(repeats: int = 3) -> tuple[float, float]:
+def startup_seconds(repeats: int = 5) -> tuple[float, float]:
     """What starting a command costs before it reads anything, (wall, CPU) seconds: the
-    fastest of a few."""
+    median of a few. Not the fastest: it is taken off every predict run, each measured
+    once, and the fastest start would credit them with time they spent."""
     code = "import torch, rasterio, alos2fm.evaluation.predict, alos2fm.evaluation.region"
     walls, cpus = [], []
     for _ in range(repeats):
         measured = monitored([sys.executable, "-c", code])
         walls.append(measured["seconds"])
         cpus.append(measured["cpu_seconds"])
-    return min(walls), min(cpus)
+    return float(np.median(walls)), float(np.median(cpus))
+
+
+def mean_run(command: list[str], out: Path, repeats: int) -> dict:
+    """``run`` ``repeats`` times into a fresh ``out``: mean seconds, largest peak."""
+    runs = []
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        runs.append(run(command))
+    return {
+        "seconds": round(float(np.mean([r["seconds"] for r in runs])), 2),
+        "cpu_seconds": round(float(np.mean([r["cpu_seconds"] for r in runs])), 2),
+        "peak_gib": max(r["peak_gib"] for r in runs),
+    }
 
 
 def map_command(paths: list[Path], checkpoint: Path, out: Path, *extra: str) -> list[str]:
@@ -146,7 +160,9 @@ def main() -> None:
         predicts.append(run(["predict", str(path), "--checkpoint", str(checkpoint),
                              "--out", str(target), "--no-progress", "--no-quicklook",
                              "--threads", "1"]))  # fmt: skip
-    all_scenes = run(map_command(paths, checkpoint, work / "map"))
+    # The map runs once where the predicts run once per scene: its run is the mean of a
+    # few, so that one noisy run does not decide the ratio.
+    all_scenes = mean_run(map_command(paths, checkpoint, work / "map"), work / "map", 3)
     two_scenes = run(map_command(paths[:2], checkpoint, work / "map2"))
 
     from distributed import LocalCluster
