@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -97,6 +98,13 @@ def vrt_sources(vrt: Path) -> list[Path]:
         if source.exists():
             sources.append(source)
     return sources
+
+
+def file_stamp(path: Path | str) -> tuple[int, int, int]:
+    """(inode, size, modification time) of a file: what changes when it is edited or
+    replaced, for a process's in-memory cache of what it read from it."""
+    stat = os.stat(path)
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def files_fingerprint(paths: Iterable[Path]) -> list[list[Any]]:

@@ -153,7 +153,7 @@ def run_map(cfg: MapConfig) -> MapResult:
         results = _run_scenes(cfg, tasks)
         _write_scenes_csv(cfg.out / "scenes.csv", results)
         provenance = _provenance(cfg, results, checkpoint_sha)
-        scenes = {task.folder: task.identity for task in tasks}
+        scenes = [task.folder for task in tasks]
         map_path, confidence_path = _write_region(cfg, region, scenes, meta, provenance)
         resolved = cfg.model_dump(mode="json") | {"grid": asdict(region)}
         with atomic_path(cfg.out / "config.yaml") as tmp:
@@ -235,14 +235,14 @@ def _provenance(cfg: MapConfig, results: list[SceneResult], checkpoint_sha: str)
 def _write_region(
     cfg: MapConfig,
     region: RegionGrid,
-    scenes: dict[Path, dict[str, Any]],
+    scenes: list[Path],
     meta: Any,
     provenance: dict[str, str],
 ) -> tuple[Path, Path]:
     """Fuse the region block by block into the map and confidence files (one COG each, or
     COG tiles under a VRT, fused in parallel as the scenes were mapped), then their class
-    names, style and quicklook. ``scenes``: each scene's folder and identity; parts fused
-    by a killed run from the same scenes are reused."""
+    names, style and quicklook. Parts that a killed run fused from the same scenes are
+    reused (``writing.FusePart``)."""
     from tqdm.auto import tqdm
 
     from alos2fm.evaluation.gis import write_class_sidecars
@@ -255,14 +255,6 @@ def _write_region(
     parts = region.blocks(cfg.file_side)
     tiled = len(parts) > 1
     names, colours = list(meta.class_names), [tuple(c) for c in meta.class_colours]
-    common = {
-        "grid": asdict(region),
-        "scenes": {folder.name: identity for folder, identity in scenes.items()},
-        "classes": names,
-        "colours": colours,
-        "tags": provenance,
-        "fuse": {"block": mosaic.BLOCK, "warp_tile": mosaic.WARP_TILE},
-    }
     tasks = [
         FusePart(
             partial,
@@ -274,7 +266,6 @@ def _write_region(
             provenance,
             f"_{part.row // cfg.file_side:03d}_{part.col // cfg.file_side:03d}" if tiled else "",
             progress=cfg.progress and not tiled,
-            identity=common | {"part": list(part)},
         )
         for part in parts
     ]
@@ -282,9 +273,11 @@ def _write_region(
     # sends its blocks there instead, and is written here.
     written: dict[str, list[Path]] = {MAP: [], CONFIDENCE: []}
     if tiled:
-        show = cfg.progress
         bar = tqdm(
-            total=len(tasks), desc="file tiles", unit="tile", disable=True if not show else None
+            total=len(tasks),
+            desc="file tiles",
+            unit="tile",
+            disable=True if not cfg.progress else None,
         )
         try:
             for files in execute(fuse_part, tasks, cfg.workers, cfg.dask_scheduler):

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from alos2fm.evaluation.region.grid import RegionGrid, finest_pixel, scene_bounds
-from alos2fm.evaluation.region.scenes import NO_DATA
+from alos2fm.evaluation.region.scenes import NO_DATA, read_done
 from alos2fm.products.base import RasterGrid, Window
 
 BLOCK = 1024  # region pixels fused at a time (a multiple of WARP_TILE; a block at the end
@@ -43,6 +43,7 @@ class StoredScene:
     weights: np.ndarray  # coarse edge weights, memory-mapped
     scale: float  # region pixels per scene pixel
     offset: tuple[int, int] | None  # (row, col) of pixel (0, 0) where its pixels are the region's
+    identity: dict[str, Any]  # what its probabilities were computed from (done.json)
 
     @classmethod
     def open(cls, folder: Path, region: RegionGrid) -> StoredScene:
@@ -64,6 +65,7 @@ class StoredScene:
             np.load(folder / "weights.npy", mmap_mode="r"),
             finest_pixel([grid], region.crs) / region.resolution,
             _pixel_offset(grid, region),
+            (read_done(folder) or {}).get("identity", {}),
         )
 
     def meets(self, bounds: tuple[float, float, float, float]) -> bool:

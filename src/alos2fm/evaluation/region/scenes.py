@@ -191,12 +191,13 @@ def scene_model(checkpoint: str, device: str) -> tuple[Any, Any]:
     scenes, and ``map`` itself checks the checkpoint before mapping them. Keyed by the
     file's size and time too: a checkpoint replaced at the same path (a long-lived worker,
     a second run) is loaded again, never served from memory."""
-    stat = os.stat(checkpoint)
-    return _cached_model(checkpoint, device, (stat.st_size, stat.st_mtime_ns))
+    from alos2fm.identity import file_stamp
+
+    return _cached_model(checkpoint, device, file_stamp(checkpoint))
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_model(checkpoint: str, device: str, stamp: tuple[int, int]) -> tuple[Any, Any]:
+def _cached_model(checkpoint: str, device: str, stamp: tuple[int, ...]) -> tuple[Any, Any]:
     from alos2fm.evaluation.predict import load_segmenter_for_inference
 
     return load_segmenter_for_inference(checkpoint, device)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from alos2fm.atomic import atomic_path
+from alos2fm.evaluation.region import mosaic
 from alos2fm.evaluation.region.grid import RegionGrid
 from alos2fm.evaluation.region.mosaic import StoredScene, blocks_in, fuse_block
 from alos2fm.products.base import Window
@@ -34,9 +34,10 @@ FUSE_FORMAT = 1  # bump when a fused part's files change meaning
 class FusePart:
     """Fuse one part of the region into its map and confidence COGs in ``folder``: a task
     (picklable) that runs here, in a local process or on a Dask worker, which opens the
-    scenes' stored probabilities itself. A part whose files and recorded ``identity``
-    (what it was fused from: grid, part, scenes, classes, tags) are already in ``folder``
-    is reused, so that a killed fuse redoes at most the parts in flight."""
+    scenes' stored probabilities itself. A part whose files are already in ``folder``,
+    fused from what it would be fused from now (grid, part, the identities of the scenes
+    that meet it, classes, tags), is reused, so that a killed fuse redoes at most the
+    parts in flight."""
 
     folder: Path
     region: RegionGrid
@@ -47,7 +48,6 @@ class FusePart:
     tags: dict[str, str]
     suffix: str = ""
     progress: bool = False  # a bar over the blocks (a part fused in the command's process)
-    identity: dict[str, Any] | None = None
 
     @property
     def files(self) -> dict[str, Path]:
@@ -78,16 +78,16 @@ def fuse_part(
 
     from alos2fm.parallel import execute
 
-    record = {"format": FUSE_FORMAT, "identity": task.identity}
-    if task.identity is not None and all(p.is_file() for p in task.files.values()):
+    scenes = [_opened(folder, task.region) for folder in task.scenes]
+    scenes = [scene for scene in scenes if scene.meets(task.region.window_bounds(task.part))]
+    record = json.loads(json.dumps(_part_record(task, scenes)))
+    if all(p.is_file() for p in task.files.values()):
         try:
-            if json.loads(task.done.read_text()) == json.loads(json.dumps(record)):
+            if json.loads(task.done.read_text()) == record:
                 return task.files
         except (OSError, ValueError):
             pass
     task.done.unlink(missing_ok=True)
-    scenes = [_opened(folder, task.region) for folder in task.scenes]
-    scenes = [scene for scene in scenes if scene.meets(task.region.window_bounds(task.part))]
     blocks = [
         FuseBlock(
             task.region,
@@ -110,10 +110,23 @@ def fuse_part(
         for block, labels, percent in execute(fuse_one_block, blocks, workers, dask_scheduler):
             writer.write(block, labels, percent)
             bar.update()
-    if task.identity is not None:
-        with atomic_path(task.done) as tmp:
-            tmp.write_text(json.dumps(record, indent=1) + "\n")
+    with atomic_path(task.done) as tmp:
+        tmp.write_text(json.dumps(record, indent=1) + "\n")
     return writer.finished()
+
+
+def _part_record(task: FusePart, scenes: Sequence[StoredScene]) -> dict[str, Any]:
+    """What a part's files are fused from: kept beside them, compared on a rerun."""
+    return {
+        "format": FUSE_FORMAT,
+        "grid": asdict(task.region),
+        "part": list(task.part),
+        "scenes": {scene.folder.name: scene.identity for scene in scenes},
+        "classes": list(task.names),
+        "colours": [list(c) for c in task.colours],
+        "tags": task.tags,
+        "fuse": {"block": mosaic.BLOCK, "warp_tile": mosaic.WARP_TILE},
+    }
 
 
 def fuse_one_block(task: FuseBlock) -> tuple[Window, np.ndarray, np.ndarray]:
@@ -126,12 +139,13 @@ def _opened(folder: Path, region: RegionGrid) -> StoredScene:
     """The stored scene, opened once per process for the blocks it serves. Keyed by its
     ``done.json`` too: a scene mapped again (a rerun, a long-lived Dask worker) replaces
     its folder, and its new files are opened, not the old ones still mapped here."""
-    stat = os.stat(folder / "done.json")
-    return _open_scene(folder, region, (stat.st_ino, stat.st_mtime_ns))
+    from alos2fm.identity import file_stamp
+
+    return _open_scene(folder, region, file_stamp(folder / "done.json"))
 
 
 @functools.lru_cache(maxsize=64)
-def _open_scene(folder: Path, region: RegionGrid, stamp: tuple[int, int]) -> StoredScene:
+def _open_scene(folder: Path, region: RegionGrid, stamp: tuple[int, ...]) -> StoredScene:
     return StoredScene.open(folder, region)
 
 
